@@ -4,6 +4,7 @@
 //! live in [`python`] behind the `python` cargo feature, so `cargo test` runs
 //! without an interpreter.
 
+pub mod access;
 pub mod id;
 
 #[cfg(feature = "python")]
