@@ -1,30 +1,49 @@
 """ordonum: the open core of the French e-prescription flow (ordonnance numérique).
 
 Prescription identifiers with a check character, validators for the health identifiers a
-prescription carries, signed QR tokens, and a durable prescription store; the HTTP service
-lives in :mod:`ordonum.service`.
+prescription carries (:mod:`ordonum.checks`), signed QR tokens (:mod:`ordonum.qr` draws
+them), and a durable prescription store; the HTTP service lives in :mod:`ordonum.service`.
 """
 
 from ordonum._core import (
     ID_EPOCH_UNIX_MS,
     MAX_NODE,
+    Conflict,
     IdGenerator,
     InvalidId,
+    InvalidIdentifier,
+    InvalidRecord,
+    InvalidToken,
+    NotFound,
     RxId,
+    StoreFailed,
     __version__,
     is_valid_id,
     parse_id,
     validate_ids,
 )
 
+# token: from ordonum._core import ...
+
+# store: from ordonum._core import ...
+
 __all__ = [
     "ID_EPOCH_UNIX_MS",
     "MAX_NODE",
+    "Conflict",
     "IdGenerator",
     "InvalidId",
+    "InvalidIdentifier",
+    "InvalidRecord",
+    "InvalidToken",
+    "NotFound",
     "RxId",
+    "StoreFailed",
     "__version__",
     "is_valid_id",
     "parse_id",
     "validate_ids",
+    # token: names
+    #
+    # store: names
 ]

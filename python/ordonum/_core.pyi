@@ -10,6 +10,24 @@ __version__: Final[str]
 class InvalidId(ValueError):
     """Text that is not a valid prescription ID (the message says what is wrong and where)."""
 
+class InvalidIdentifier(ValueError):
+    """A health identifier (NIR, RPPS, FINESS, CIP13, ...) that fails its format or check key."""
+
+class InvalidToken(ValueError):
+    """A QR token that does not verify. Deliberately opaque: the reason is for diagnose_token."""
+
+class NotFound(LookupError):
+    """No such prescription."""
+
+class Conflict(Exception):
+    """The prescription's state forbids the operation (over-dispensing, cancelled, ...)."""
+
+class InvalidRecord(ValueError):
+    """A record given to the store is malformed; the message names the field at fault."""
+
+class StoreFailed(OSError):
+    """The store's journal hit an I/O or fsync error; the store refuses writes from then on."""
+
 # --- identifiers (rust/src/id.rs) --------------------------------------------
 
 ID_EPOCH_UNIX_MS: Final[int]
@@ -85,3 +103,11 @@ def is_valid_id(text: str) -> bool:
 
 def validate_ids(texts: list[str]) -> list[bool]:
     """:func:`is_valid_id` for many texts at once (the GIL is released for large lists)."""
+
+# --- check characters and health identifiers (rust/src/check.rs) ------------
+
+# --- signed QR tokens (rust/src/token.rs) -----------------------------------
+
+# --- QR drawing (rust/src/qr.rs) ---------------------------------------------
+
+# --- the prescription store (rust/src/store/) --------------------------------

@@ -1,16 +1,33 @@
 //! The `ordonum._core` extension module. Everything PyO3 lives under this folder; the
-//! core modules return `Result<T, CoreError>` and the `From` impls in [`errors`] turn
-//! those errors into the Python exceptions of the public API.
+//! core modules return their own error types and the `From` impls next to each binding
+//! turn those into the Python exceptions defined once in [`errors`].
 
 use pyo3::prelude::*;
 
 mod errors;
 mod id;
 
+// check: mod check;
+
+// token: mod token;
+
+// qr: mod qr;
+
+// store: mod store;
+
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     id::register(m)?;
+
+    // check: check::register(m)?;
+
+    // token: token::register(m)?;
+
+    // qr: qr::register(m)?;
+
+    // store: store::register(m)?;
+
     Ok(())
 }
