@@ -9,7 +9,8 @@ pub mod id;
 
 // check: pub mod check;
 
-// token: pub mod token;
+pub mod base45;
+pub mod token;
 
 // qr: pub mod qr;
 
