@@ -12,7 +12,7 @@ pub mod id;
 pub mod base45;
 pub mod token;
 
-// qr: pub mod qr;
+pub mod qr;
 
 // store: pub mod store;
 
