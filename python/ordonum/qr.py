@@ -49,7 +49,9 @@ def png(text: str, *, scale: int = 4, border: int = 4, ecc: Ecc = "M") -> bytes:
 def to_segno(text: str, ecc: Ecc = "M") -> segno.QRCode:
     """The same symbol as :func:`matrix` as a ``segno.QRCode``: same content and level
     (segno's error boost is off), segno's own choice of version (the same, by the tests),
-    and the same mask, so the modules are identical.
+    and the same mask, so for a token the modules are identical. (For texts whose bit
+    stream ends on a byte boundary, segno pads with 0x00 rather than ISO's 0xEC: the
+    symbols then differ but read back the same.)
 
     Needs segno (the ``qr`` extra); raises ``ImportError`` saying so when it is missing.
     """
