@@ -23,11 +23,28 @@ from ordonum._core import (
     validate_ids,
 )
 
-# token: from ordonum._core import ...
+# token:
+# isort: split
+from ordonum import qr
+from ordonum._core import (
+    KeyRing,
+    SigningKey,
+    Token,
+    VerifyingKey,
+    diagnose_token,
+    diagnose_token_at,
+    issue_token,
+    issue_token_at,
+    parse_access_code,
+    verify_token,
+    verify_token_at,
+    verify_tokens,
+    verify_tokens_at,
+)
 
 # store: from ordonum._core import ...
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (grouped by feature, sorted within each group)
     "ID_EPOCH_UNIX_MS",
     "MAX_NODE",
     "Conflict",
@@ -44,6 +61,20 @@ __all__ = [
     "parse_id",
     "validate_ids",
     # token: names
+    "KeyRing",
+    "SigningKey",
+    "Token",
+    "VerifyingKey",
+    "diagnose_token",
+    "diagnose_token_at",
+    "issue_token",
+    "issue_token_at",
+    "parse_access_code",
+    "qr",
+    "verify_token",
+    "verify_token_at",
+    "verify_tokens",
+    "verify_tokens_at",
     #
     # store: names
 ]

@@ -9,9 +9,10 @@ pub mod id;
 
 // check: pub mod check;
 
-// token: pub mod token;
+pub mod base45;
+pub mod token;
 
-// qr: pub mod qr;
+pub mod qr;
 
 // store: pub mod store;
 

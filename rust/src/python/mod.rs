@@ -9,9 +9,9 @@ mod id;
 
 // check: mod check;
 
-// token: mod token;
+mod token;
 
-// qr: mod qr;
+mod qr;
 
 // store: mod store;
 
@@ -23,9 +23,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     // check: check::register(m)?;
 
-    // token: token::register(m)?;
+    token::register(m)?;
 
-    // qr: qr::register(m)?;
+    qr::register(m)?;
 
     // store: store::register(m)?;
 
