@@ -1,0 +1,164 @@
+"""``ordonum demo --count N``: load N synthetic, valid prescriptions straight into the store.
+
+Synthetic people (valid RPPS and NIR, check keys computed here), real medicines: each line is
+a real pack from :mod:`ordonum.medicines` (CIP13, name, presentation). Fast on purpose (the
+load test wants a million prescriptions in well under a minute): IDs reserved in batches,
+records written through the store directly (no HTTP), the store opened with
+``sync="delay"`` (bulk data: a crash loses at most the last few ms, then a checkpoint makes
+everything durable before the command returns), the QR tokens kept in the vault in one
+transaction per batch.
+
+``--tokens FILE`` writes one TSV row per prescription (``id``, ``token``, ``access_code``,
+``prescriber_rpps``, ``patient_nir``): what a load test needs to scan and to mint bearer
+tokens for the right people.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from ordonum import IdGenerator, Store, issue_token
+from ordonum.service.keys import ensure_keys, load_qr_keys
+from ordonum.service.settings import Settings
+from ordonum.service.vault import TokenVault
+
+__all__ = ["load_demo", "synthetic_nir", "synthetic_rpps"]
+
+DAY_MS = 86_400_000
+BATCH = 5_000
+NAMES = ("Martin", "Bernard", "Thomas", "Petit", "Robert", "Richard", "Durand", "Dubois",
+         "Moreau", "Laurent", "Simon", "Michel", "Lefebvre", "Leroy", "Roux", "David")
+GIVEN = ("Camille", "Léa", "Manon", "Chloé", "Inès", "Jade", "Louise", "Lucas", "Hugo",
+         "Louis", "Nathan", "Gabriel", "Jules", "Arthur", "Élise", "Noé")
+DOSAGES = ("1 comprimé le matin", "1 comprimé matin et soir", "2 prises par jour pendant 7 jours",
+           "1 application le soir", "selon douleur, 4 par jour au plus", "1 sachet par jour")
+
+
+def _luhn_key(body: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str((10 - total % 10) % 10)
+
+
+def synthetic_rpps(rng: random.Random) -> str:
+    body = "1" + "".join(rng.choice("0123456789") for _ in range(9))
+    return body + _luhn_key(body)
+
+
+def synthetic_nir(rng: random.Random) -> str:
+    body = (
+        f"{rng.choice('12')}{rng.randint(30, 99):02d}{rng.randint(1, 12):02d}"
+        f"{rng.randint(1, 95):02d}{rng.randint(1, 999):03d}{rng.randint(1, 999):03d}"
+    )
+    return body + f"{97 - int(body) % 97:02d}"
+
+
+def _medicines() -> list[tuple[str, str]]:
+    """(cip13, label) of every marketed pack in the repository's medicines list."""
+    from ordonum import medicines
+
+    return [(m.cip13, f"{m.name} — {m.presentation}") for m in medicines.load() if m.marketed]
+
+
+def _progress(done: int, total: int, start: float, out: IO[str]) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    rate = done / max(time.perf_counter() - start, 1e-9)
+    out.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} {rate:,.0f}/s"
+    )
+    out.flush()
+
+
+def load_demo(
+    settings: Settings,
+    count: int,
+    *,
+    tokens_out: Path | None = None,
+    seed: int | None = None,
+    progress: IO[str] | None = sys.stderr,
+) -> int:
+    """Create ``count`` prescriptions in ``settings.data_dir``; return how many were made."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    rng = random.Random(seed)
+    packs = _medicines()
+    ensure_keys(settings.keys_dir)
+    key = load_qr_keys(settings.keys_dir).signing
+    prescribers = [synthetic_rpps(rng) for _ in range(max(1, min(5_000, count // 20 + 1)))]
+    patients = [synthetic_nir(rng) for _ in range(max(1, count // 3))]
+    settings.store_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(settings.store_dir, sync="delay")
+    vault = TokenVault(settings.data_dir / "qr-tokens.sqlite3")
+    ids = IdGenerator(settings.node)
+    tsv = tokens_out.open("w", encoding="utf-8") if tokens_out else None
+    if tsv:
+        tsv.write("id\ttoken\taccess_code\tprescriber_rpps\tpatient_nir\n")
+    start = time.perf_counter()
+    done = 0
+    try:
+        while done < count:
+            n = min(BATCH, count - done)
+            now = int(time.time() * 1000)
+            pairs = []
+            rows = []
+            for rx_id in ids.new_batch(n):
+                token = issue_token(key, rx_id)
+                prescriber = rng.choice(prescribers)
+                patient = rng.choice(patients)
+                lines: list[dict[str, Any]] = []
+                for _ in range(rng.choice((1, 1, 2, 2, 3, 4))):
+                    cip13, label = rng.choice(packs)
+                    lines.append(
+                        {
+                            "label": label[:200],
+                            "cip13": cip13,
+                            "dosage": rng.choice(DOSAGES),
+                            "quantity": rng.choice((1, 1, 2, 3, 6)),
+                            "renewals": rng.choice((0, 0, 0, 1, 2)),
+                            "substitutable": rng.random() < 0.9,
+                        }
+                    )
+                record = {
+                    "id": rx_id,
+                    "prescriber_rpps": prescriber,
+                    "patient": {
+                        "nir": patient,
+                        "name": f"{rng.choice(GIVEN)} {rng.choice(NAMES)}",
+                        "birth_date": f"19{patient[1:3]}-{patient[3:5]}-{rng.randint(1, 28):02d}",
+                    },
+                    "valid_until_ms": now + rng.choice((90, 90, 180, 365)) * DAY_MS,
+                    "lines": lines,
+                    "prescriber_may_view_dispensations": rng.random() < 0.8,
+                    "access_code": token.access_code,
+                }
+                store.create(orjson.dumps(record), now_ms=now)
+                pairs.append((rx_id, token.text))
+                if tsv:
+                    rows.append(
+                        f"{rx_id}\t{token.text}\t{token.access_code}\t{prescriber}\t{patient}\n"
+                    )
+            vault.put_many(pairs)
+            if tsv:
+                tsv.writelines(rows)
+            done += n
+            if progress:
+                _progress(done, count, start, progress)
+        store.checkpoint()
+    finally:
+        if tsv:
+            tsv.close()
+        vault.close()
+        store.close()
+    if progress:
+        elapsed = time.perf_counter() - start
+        progress.write(f"\n{done:,} prescriptions loaded in {elapsed:.1f} s\n")
+    return done
