@@ -37,7 +37,7 @@ PY = sys.executable
 DURATION = int(os.environ.get("BENCH_HTTP_SECONDS", "10"))
 CONNECTIONS = 64
 
-BASELINE_APP = '''
+BASELINE_APP = """
 import warnings
 warnings.simplefilter("ignore")
 from fastapi import FastAPI
@@ -61,9 +61,9 @@ async def get_orjson(key: str):
 @pydantic_app.get("/items/{key}")
 async def get_pydantic(key: str) -> Item:
     return ITEMS[key]
-'''
+"""
 
-LUA_LIST = r'''
+LUA_LIST = r"""
 -- Cycles through request bodies prepared one per line in a file; %s marks a counter.
 local bodies, paths = {}, {}
 local n, counter = 0, 0
@@ -87,7 +87,7 @@ request = function()
   }
   return wrk.format("POST", paths[n], headers, bodies[n])
 end
-'''
+"""
 
 
 def free_port() -> int:
@@ -117,16 +117,21 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def wrk(url: str, script: Path | None = None, data: Path | None = None,
-        env: dict[str, str] | None = None) -> dict[str, float]:
+def wrk(
+    url: str,
+    script: Path | None = None,
+    data: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
     cmd = [*pin(1), "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency"]
     if script:
         cmd += ["-s", str(script)]
     cmd.append(url)
     if data:
         cmd += ["--", str(data)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}).stdout
+    out = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def ms(label: str) -> float:
@@ -151,8 +156,22 @@ def serve_baseline(tmp: Path, app: str) -> tuple[subprocess.Popen[bytes], str]:
     (tmp / "baseline_apps.py").write_text(BASELINE_APP)
     port = free_port()
     proc = subprocess.Popen(
-        [*pin(0), PY, "-m", "uvicorn", f"baseline_apps:{app}", "--port", str(port),
-         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
+        [
+            *pin(0),
+            PY,
+            "-m",
+            "uvicorn",
+            f"baseline_apps:{app}",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         cwd=tmp,
     )
     url = f"http://127.0.0.1:{port}"
@@ -188,33 +207,62 @@ def main() -> int:
 
         data = tmp / "data"
         ordonum = [PY, "-m", "ordonum"]
-        subprocess.run([*ordonum, "demo", "--count", "5000", "--seed", "1", "--data", str(data),
-                        "--tokens", str(tmp / "tokens.tsv")], check=True)
+        subprocess.run(
+            [
+                *ordonum,
+                "demo",
+                "--count",
+                "5000",
+                "--seed",
+                "1",
+                "--data",
+                str(data),
+                "--tokens",
+                str(tmp / "tokens.tsv"),
+            ],
+            check=True,
+        )
 
         def token(*args: str) -> str:
-            return subprocess.run([*ordonum, "token", *args, "--data", str(data)], check=True,
-                                  capture_output=True, text=True).stdout.strip()
+            return subprocess.run(
+                [*ordonum, "token", *args, "--data", str(data)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
 
         pharmacist = token("--role", "pharmacist", "--id", "750000010", "--rpps", "10000000009")
         prescriber = token("--role", "prescriber", "--id", "10000000009")
         port = free_port()
-        env = {**os.environ, "ORDONUM_RATE": "1000000", "ORDONUM_BURST": "1000000",
-               "ORDONUM_LOG_LEVEL": "warning"}
-        proc = subprocess.Popen([*pin(0), *ordonum, "serve", "--port", str(port),
-                                 "--data", str(data)], env=env)
+        env = {
+            **os.environ,
+            "ORDONUM_RATE": "1000000",
+            "ORDONUM_BURST": "1000000",
+            "ORDONUM_LOG_LEVEL": "warning",
+        }
+        proc = subprocess.Popen(
+            [*pin(0), *ordonum, "serve", "--port", str(port), "--data", str(data)], env=env
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_up(url + "/healthz", proc)
             rows = [line.split("\t") for line in (tmp / "tokens.tsv").read_text().splitlines()[1:]]
             scan_token = tmp / "scan_token.txt"
-            scan_token.write_text("".join(
-                f"/v1/scan\t{json.dumps({'token': r[1]})}\n" for r in rows))
+            scan_token.write_text(
+                "".join(f"/v1/scan\t{json.dumps({'token': r[1]})}\n" for r in rows)
+            )
             scan_manual = tmp / "scan_manual.txt"
-            scan_manual.write_text("".join(
-                f"/v1/scan\t{json.dumps({'id': r[0], 'access_code': r[2]})}\n" for r in rows))
+            scan_manual.write_text(
+                "".join(
+                    f"/v1/scan\t{json.dumps({'id': r[0], 'access_code': r[2]})}\n" for r in rows
+                )
+            )
             body = {
-                "patient": {"nir": "180057512345627", "name": "Bench Patient",
-                            "birth_date": "1980-05-17"},
+                "patient": {
+                    "nir": "180057512345627",
+                    "name": "Bench Patient",
+                    "birth_date": "1980-05-17",
+                },
                 "lines": [{"label": "bench", "dosage": "bench", "quantity": 10_000}],
             }
             dispense = tmp / "dispense.txt"
@@ -223,16 +271,19 @@ def main() -> int:
                 for _ in range(500):
                     out = c.post("/v1/prescriptions", json=body).json()
                     payload = {"token": out["token"], "lines": [{"line": 0, "quantity": 1}]}
-                    lines.append(f"/v1/prescriptions/{out['id']}/dispensations\t"
-                                 f"{json.dumps(payload)}\n")
+                    lines.append(
+                        f"/v1/prescriptions/{out['id']}/dispensations\t{json.dumps(payload)}\n"
+                    )
             dispense.write_text("".join(lines))
             script = tmp / "list.lua"
             script.write_text(LUA_LIST)
             bearer = {"BENCH_BEARER": pharmacist}
             wrk(url, script, scan_manual, bearer)  # warm-up
-            for label, file in (("ordonum scan token", scan_token),
-                                ("ordonum scan manual", scan_manual),
-                                ("ordonum dispense (durable)", dispense)):
+            for label, file in (
+                ("ordonum scan token", scan_token),
+                ("ordonum scan manual", scan_manual),
+                ("ordonum dispense (durable)", dispense),
+            ):
                 results[label] = wrk(url, script, file, bearer)
                 print(label, results[label], file=sys.stderr)
         finally:
@@ -247,9 +298,10 @@ def main() -> int:
                 break
     except OSError:
         pass
+    pinned = " pinned to CPU 0, wrk to CPU 1" if pin(0) else ""
     table = [
         f"Measured {datetime.date.today().isoformat()} on {cpu}, {os.cpu_count()} cores; "
-        f"one uvicorn worker (uvloop, httptools){' pinned to CPU 0, wrk to CPU 1' if pin(0) else ''}; "
+        f"one uvicorn worker (uvloop, httptools){pinned}; "
         f"wrk -t2 -c{CONNECTIONS} -d{DURATION}s.",
         "",
         "| run | req/s | vs best bare FastAPI | p50 ms | p99 ms | non-2xx |",

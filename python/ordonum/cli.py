@@ -195,9 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser(
         "token", help="print a development bearer token signed by the dev identity provider"
     )
-    token.add_argument(
-        "--role", required=True, choices=["prescriber", "pharmacist", "patient"]
-    )
+    token.add_argument("--role", required=True, choices=["prescriber", "pharmacist", "patient"])
     token.add_argument(
         "--id",
         required=True,
@@ -249,4 +247,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

@@ -13,11 +13,10 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
-from stdnum import ean, luhn
-
 from ordonum.service import Services, Settings, create_app
 from ordonum.service.devidp import claims_for, mint_token
 from ordonum.service.keys import ensure_keys, load_idp_key
+from stdnum import ean, luhn
 
 _rng = random.Random(20250101)
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from ordonum.service import Services
 
 from .conftest import Bearer, finess, nir, prescription_body, rpps
@@ -37,37 +36,102 @@ class Endpoint:
 
 
 ENDPOINTS = [
-    Endpoint("create", "POST", "/v1/prescriptions", "create",
-             {"P1": 201, "P2": 201, "N1": 403, "N2": 403, "PH": 403}),
-    Endpoint("qr.svg", "GET", "/v1/prescriptions/{X}/qr.svg", None,
-             {"P1": 200, "P2": 404, "N1": 200, "N2": 404, "PH": 403}),
-    Endpoint("qr.png", "GET", "/v1/prescriptions/{X}/qr.png", None,
-             {"P1": 200, "P2": 404, "N1": 200, "N2": 404, "PH": 403}),
-    Endpoint("scan", "POST", "/v1/scan", "scan",
-             {"P1": 403, "P2": 403, "N1": 403, "N2": 403, "PH": 200}),
-    Endpoint("dispense", "POST", "/v1/prescriptions/{X}/dispensations", "dispense",
-             {"P1": 403, "P2": 403, "N1": 403, "N2": 403, "PH": 201}),
-    Endpoint("dispense other path", "POST", "/v1/prescriptions/{Y}/dispensations", "dispense",
-             {"P1": 403, "P2": 403, "N1": 403, "N2": 403, "PH": 404}),
-    Endpoint("dispensations consented", "GET", "/v1/prescriptions/{X}/dispensations", None,
-             {"P1": 200, "P2": 404, "N1": 200, "N2": 404, "PH": 403}),
-    Endpoint("dispensations objected", "GET", "/v1/prescriptions/{Y}/dispensations", None,
-             {"P1": 403, "P2": 404, "N1": 200, "N2": 404, "PH": 403}),
-    Endpoint("cancel", "POST", "/v1/prescriptions/{X}/cancel", None,
-             {"P1": 200, "P2": 404, "N1": 403, "N2": 403, "PH": 403}),
-    Endpoint("consent", "PUT", "/v1/prescriptions/{X}/consent", "consent",
-             {"P1": 403, "P2": 403, "N1": 200, "N2": 404, "PH": 403}),
-    Endpoint("me", "GET", "/v1/me/prescriptions", None,
-             {"P1": 403, "P2": 403, "N1": 200, "N2": 200, "PH": 403}),
-    Endpoint("access log", "GET", "/v1/prescriptions/{X}/access-log", None,
-             {"P1": 403, "P2": 403, "N1": 200, "N2": 404, "PH": 403}),
+    Endpoint(
+        "create",
+        "POST",
+        "/v1/prescriptions",
+        "create",
+        {"P1": 201, "P2": 201, "N1": 403, "N2": 403, "PH": 403},
+    ),
+    Endpoint(
+        "qr.svg",
+        "GET",
+        "/v1/prescriptions/{X}/qr.svg",
+        None,
+        {"P1": 200, "P2": 404, "N1": 200, "N2": 404, "PH": 403},
+    ),
+    Endpoint(
+        "qr.png",
+        "GET",
+        "/v1/prescriptions/{X}/qr.png",
+        None,
+        {"P1": 200, "P2": 404, "N1": 200, "N2": 404, "PH": 403},
+    ),
+    Endpoint(
+        "scan", "POST", "/v1/scan", "scan", {"P1": 403, "P2": 403, "N1": 403, "N2": 403, "PH": 200}
+    ),
+    Endpoint(
+        "dispense",
+        "POST",
+        "/v1/prescriptions/{X}/dispensations",
+        "dispense",
+        {"P1": 403, "P2": 403, "N1": 403, "N2": 403, "PH": 201},
+    ),
+    Endpoint(
+        "dispense other path",
+        "POST",
+        "/v1/prescriptions/{Y}/dispensations",
+        "dispense",
+        {"P1": 403, "P2": 403, "N1": 403, "N2": 403, "PH": 404},
+    ),
+    Endpoint(
+        "dispensations consented",
+        "GET",
+        "/v1/prescriptions/{X}/dispensations",
+        None,
+        {"P1": 200, "P2": 404, "N1": 200, "N2": 404, "PH": 403},
+    ),
+    Endpoint(
+        "dispensations objected",
+        "GET",
+        "/v1/prescriptions/{Y}/dispensations",
+        None,
+        {"P1": 403, "P2": 404, "N1": 200, "N2": 404, "PH": 403},
+    ),
+    Endpoint(
+        "cancel",
+        "POST",
+        "/v1/prescriptions/{X}/cancel",
+        None,
+        {"P1": 200, "P2": 404, "N1": 403, "N2": 403, "PH": 403},
+    ),
+    Endpoint(
+        "consent",
+        "PUT",
+        "/v1/prescriptions/{X}/consent",
+        "consent",
+        {"P1": 403, "P2": 403, "N1": 200, "N2": 404, "PH": 403},
+    ),
+    Endpoint(
+        "me",
+        "GET",
+        "/v1/me/prescriptions",
+        None,
+        {"P1": 403, "P2": 403, "N1": 200, "N2": 200, "PH": 403},
+    ),
+    Endpoint(
+        "access log",
+        "GET",
+        "/v1/prescriptions/{X}/access-log",
+        None,
+        {"P1": 403, "P2": 403, "N1": 200, "N2": 404, "PH": 403},
+    ),
 ]
 # Cells where the caller legitimately sees X's (or Y's) data.
 ALLOWED = {
-    ("qr.svg", "P1"), ("qr.svg", "N1"), ("qr.png", "P1"), ("qr.png", "N1"),
-    ("scan", "PH"), ("dispense", "PH"), ("dispensations consented", "P1"),
-    ("dispensations consented", "N1"), ("dispensations objected", "N1"), ("cancel", "P1"),
-    ("consent", "N1"), ("me", "N1"), ("access log", "N1"),
+    ("qr.svg", "P1"),
+    ("qr.svg", "N1"),
+    ("qr.png", "P1"),
+    ("qr.png", "N1"),
+    ("scan", "PH"),
+    ("dispense", "PH"),
+    ("dispensations consented", "P1"),
+    ("dispensations consented", "N1"),
+    ("dispensations objected", "N1"),
+    ("cancel", "P1"),
+    ("consent", "N1"),
+    ("me", "N1"),
+    ("access log", "N1"),
 }
 
 
@@ -148,26 +212,38 @@ async def test_unknown_role_and_malformed_tokens(
     client: httpx.AsyncClient, settings: Any, bearer: Bearer
 ) -> None:
     import jwt
-
     from ordonum.service.keys import IDP_KID, load_idp_key
 
     key = load_idp_key(settings.keys_dir)
-    claims = {"sub": "x", "role": "admin", "aud": settings.audience, "iss": settings.issuer,
-              "exp": 4_000_000_000}
+    claims = {
+        "sub": "x",
+        "role": "admin",
+        "aud": settings.audience,
+        "iss": settings.issuer,
+        "exp": 4_000_000_000,
+    }
     token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": IDP_KID})
     for auth in (f"Bearer {token}", "Bearer not.a.jwt", "Basic dXNlcjpwYXNz", "Bearer "):
         reply = await client.get("/v1/me/prescriptions", headers={"Authorization": auth})
         assert reply.status_code == 401, auth
         assert reply.headers["www-authenticate"].startswith("Bearer")
     # a patient token whose NIR fails its check key
-    bad = {"sub": "x", "role": "patient", "nir": "180057512345600", "aud": settings.audience,
-           "iss": settings.issuer, "exp": 4_000_000_000}
+    bad = {
+        "sub": "x",
+        "role": "patient",
+        "nir": "180057512345600",
+        "aud": settings.audience,
+        "iss": settings.issuer,
+        "exp": 4_000_000_000,
+    }
     token = jwt.encode(bad, key, algorithm="EdDSA", headers={"kid": IDP_KID})
     reply = await client.get("/v1/me/prescriptions", headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 401
     # alg=none is refused
     unsigned = jwt.encode({**claims, "role": "patient"}, None, algorithm="none")
-    reply = await client.get("/v1/me/prescriptions", headers={"Authorization": f"Bearer {unsigned}"})
+    reply = await client.get(
+        "/v1/me/prescriptions", headers={"Authorization": f"Bearer {unsigned}"}
+    )
     assert reply.status_code == 401
 
 
@@ -183,10 +259,10 @@ async def test_token_cache_still_checks_expiry(settings: Any, bearer: Bearer) ->
         cache_size=2,
         clock=lambda: now[0],
     )
+    import time
+
     from ordonum.service.devidp import claims_for, mint_token
     from ordonum.service.keys import load_idp_key
-
-    import time
 
     key = load_idp_key(settings.keys_dir)
     token = mint_token(key, claims_for("patient", nir(), ttl=60, now=time.time()))

@@ -12,7 +12,6 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
 from ordonum.service import Services
 
 from .conftest import Bearer, cip13, finess, nir, prescription_body, rpps
@@ -59,10 +58,12 @@ async def test_full_dispensing_flow(
     assert scan.status_code == 200
     assert scan.headers["content-type"] == "application/json"
     doc = scan.json()
-    assert doc["id"] == rx and doc["status"] == "active"
+    assert doc["id"] == rx
+    assert doc["status"] == "active"
     assert [line["line"] for line in doc["lines"]] == [0, 1]
     assert [line["remaining"] for line in doc["lines"]] == [12, 16]  # 8 x (1 + 1 renewal)
-    assert doc["patient"]["nir"] == world.nir and doc["dispensations"] == []
+    assert doc["patient"]["nir"] == world.nir
+    assert doc["dispensations"] == []
 
     # partial: 6 of line 0, with a substitution agreed by nobody
     first = await client.post(
@@ -148,7 +149,8 @@ async def test_manual_entry_and_the_uniform_404(client: httpx.AsyncClient, world
     ok = await client.post(
         "/v1/scan", json={"id": rx.lower(), "access_code": code}, headers=world.pharmacy_h
     )
-    assert ok.status_code == 200 and ok.json()["id"] == rx
+    assert ok.status_code == 200
+    assert ok.json()["id"] == rx
 
     other = await create(client, world)
     wrong_code = await client.post(
@@ -246,7 +248,8 @@ async def test_consent_on_and_off(client: httpx.AsyncClient, world: World) -> No
     assert on.status_code == 200
     assert on.json() == {"id": rx, "prescriber_may_view_dispensations": True}
     seen = await client.get(url, headers=world.prescriber_h)
-    assert seen.status_code == 200 and seen.json() == {"dispensations": []}
+    assert seen.status_code == 200
+    assert seen.json() == {"dispensations": []}
     off = await client.put(
         f"/v1/prescriptions/{rx}/consent",
         json={"prescriber_may_view_dispensations": False},
@@ -300,13 +303,15 @@ async def test_qr_images(client: httpx.AsyncClient, world: World) -> None:
 
     created = await create(client, world)
     png = await client.get(created["qr_png_url"], headers=world.patient_h)
-    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.status_code == 200
+    assert png.headers["content-type"] == "image/png"
     import io
 
     decoded = zxingcpp.read_barcodes(Image.open(io.BytesIO(png.content)))
     assert [d.text for d in decoded] == [created["token"]]
     svg = await client.get(created["qr_svg_url"], headers=world.prescriber_h)
-    assert svg.status_code == 200 and svg.text.startswith("<")
+    assert svg.status_code == 200
+    assert svg.text.startswith("<")
     assert svg.headers["content-type"].startswith("image/svg+xml")
 
 
@@ -321,7 +326,9 @@ async def test_acknowledgement_verifies_independently(
     pem = services.qr.signing.verifying_key().to_pem()
     public = load_pem_public_key(pem.encode())
     assert isinstance(public, Ed25519PublicKey)
-    doc = (await client.post("/v1/scan", json={"token": out["token"]}, headers=world.pharmacy_h)).json()
+    doc = (
+        await client.post("/v1/scan", json={"token": out["token"]}, headers=world.pharmacy_h)
+    ).json()
     created_ms = round(
         __import__("datetime").datetime.fromisoformat(ack["received_at"]).timestamp() * 1000
     )
@@ -363,7 +370,8 @@ async def test_problems_for_validation_routing_and_size(
 
     bad_nir = prescription_body(world.nir[:-2] + "00" if not world.nir.endswith("00") else "01")
     reply = await client.post("/v1/prescriptions", json=bad_nir, headers=world.prescriber_h)
-    assert reply.status_code == 422 and "nir" in reply.json()["detail"]
+    assert reply.status_code == 422
+    assert "nir" in reply.json()["detail"]
 
     missing = await client.get("/nowhere")
     assert missing.status_code == 404
@@ -389,14 +397,18 @@ async def test_problems_for_validation_routing_and_size(
 
 async def test_request_id_metrics_health(client: httpx.AsyncClient, world: World) -> None:
     reply = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
-    assert reply.status_code == 200 and reply.json()["status"] == "ok"
+    assert reply.status_code == 200
+    assert reply.json()["status"] == "ok"
     assert reply.headers["x-request-id"] == "abc-123"
     generated = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith tab"})
     assert generated.headers["x-request-id"] != "bad id\twith tab"
     assert len(generated.headers["x-request-id"]) == 16
     await create(client, world)
     text = (await client.get("/metrics")).text
-    assert 'ordonum_http_requests_total{method="POST",route="/v1/prescriptions",status="201"} 1' in text
+    assert (
+        'ordonum_http_requests_total{method="POST",route="/v1/prescriptions",status="201"} 1'
+        in text
+    )
     assert 'ordonum_http_request_duration_seconds_count{method="GET",route="/healthz"} 2' in text
     assert "ordonum_store_prescriptions 1" in text
 
@@ -407,6 +419,7 @@ async def test_rate_limit(client: httpx.AsyncClient, world: World, services: Ser
         (await client.get("/v1/me/prescriptions", headers=world.patient_h)).status_code
         for _ in range(5)
     ]
-    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+    assert codes[:3] == [200, 200, 200]
+    assert codes[3:] == [429, 429]
     reply = await client.get("/v1/me/prescriptions", headers=world.patient_h)
     assert int(reply.headers["retry-after"]) >= 1

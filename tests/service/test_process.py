@@ -41,12 +41,24 @@ class Server:
         self.log = data.parent / "server.log"
 
     def start(self) -> None:
-        env = {**os.environ, "ORDONUM_LOG_LEVEL": "warning", "ORDONUM_RATE": "100000",
-               "ORDONUM_BURST": "100000"}
+        env = {
+            **os.environ,
+            "ORDONUM_LOG_LEVEL": "warning",
+            "ORDONUM_RATE": "100000",
+            "ORDONUM_BURST": "100000",
+        }
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ordonum", "serve", "--port", str(self.port),
-                 "--data", str(self.data)],
+                [
+                    sys.executable,
+                    "-m",
+                    "ordonum",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data",
+                    str(self.data),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -68,8 +80,18 @@ class Server:
         self.proc = None
 
     def token(self, role: str, ident: str, rpps: str | None = None) -> dict[str, str]:
-        cmd = [sys.executable, "-m", "ordonum", "token", "--role", role, "--id", ident,
-               "--data", str(self.data)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ordonum",
+            "token",
+            "--role",
+            role,
+            "--id",
+            ident,
+            "--data",
+            str(self.data),
+        ]
         if rpps:
             cmd += ["--rpps", rpps]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -130,9 +152,7 @@ def test_sigkill_during_concurrent_dispensations(server: Server) -> None:
     me = server.token("patient", patient)
     body = prescription_body(patient, lines=[{"label": "x", "dosage": "y", "quantity": 10_000}])
     with httpx.Client(base_url=server.url) as c:
-        created = [
-            c.post("/v1/prescriptions", json=body, headers=doctor).json() for _ in range(8)
-        ]
+        created = [c.post("/v1/prescriptions", json=body, headers=doctor).json() for _ in range(8)]
     acknowledged: list[tuple[str, str]] = []
     stop = threading.Event()
     lock = threading.Lock()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +18,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from .conftest import Bearer, finess, nir, rpps
-
 
 ROLE_BY_PATH = {
     "/v1/prescriptions": "prescriber",

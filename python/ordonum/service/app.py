@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import PlainTextResponse, Response
 
 import ordonum
-from ordonum.service.deps import ServicesDep, json_response
+from ordonum.service.deps import json_response
+from ordonum.service.deps import services as services_of
+from ordonum.service.fastroute import document
 from ordonum.service.metrics import Metrics
 from ordonum.service.middleware import RequestMiddleware
 from ordonum.service.models import Health
@@ -43,8 +45,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+FAST_ROUTES = [*scan.FAST, *dispensations.FAST]
+
+
 def _problem_openapi(app: FastAPI) -> dict[str, Any]:
-    """OpenAPI with every error response as application/problem+json, Problem schema."""
+    """OpenAPI with the fast routes documented, every error response as
+    application/problem+json (Problem schema) and the bearer scheme on every /v1 operation."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
@@ -53,11 +59,13 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
         description=app.description,
         routes=app.routes,
     )
+    document(schema, FAST_ROUTES)
     ref = {"$ref": "#/components/schemas/Problem"}
     for path, ops in schema.get("paths", {}).items():
         for op in ops.values():
             responses = op.setdefault("responses", {})
             if path.startswith("/v1/"):
+                op["security"] = [{"bearer": []}]
                 for code in ("400", "401", "403", "404", "413", "422", "429", "503"):
                     responses.setdefault(code, {"description": _ERRORS[int(code)]["description"]})
             for code, response in responses.items():
@@ -67,7 +75,15 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
                         response["headers"] = {
                             "Retry-After": {"schema": {"type": "integer"}, "required": True}
                         }
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "OpenID Connect access token (EdDSA or ES256) with role claims",
+        }
+    }
+    components = schema["components"].setdefault("schemas", {})
     components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
@@ -105,11 +121,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     if given is not None:
         app.state.services = given
     install_problem_handlers(app)
-    for module in (prescriptions, scan, dispensations, me):
+    # The hot routes first: plain Starlette routes (see ordonum.service.fastroute).
+    app.router.routes[:0] = [fast.route() for fast in FAST_ROUTES]
+    for module in (dispensations, prescriptions, me):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["operations"], response_model=Health)
-    async def healthz(svc: ServicesDep) -> Response:
+    async def healthz(request: Request) -> Response:
+        svc = services_of(request)
         return json_response({"status": "ok", "prescriptions": len(svc.store)})
 
     @app.get(

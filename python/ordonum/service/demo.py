@@ -32,12 +32,50 @@ __all__ = ["load_demo", "synthetic_nir", "synthetic_rpps"]
 
 DAY_MS = 86_400_000
 BATCH = 5_000
-NAMES = ("Martin", "Bernard", "Thomas", "Petit", "Robert", "Richard", "Durand", "Dubois",
-         "Moreau", "Laurent", "Simon", "Michel", "Lefebvre", "Leroy", "Roux", "David")
-GIVEN = ("Camille", "Léa", "Manon", "Chloé", "Inès", "Jade", "Louise", "Lucas", "Hugo",
-         "Louis", "Nathan", "Gabriel", "Jules", "Arthur", "Élise", "Noé")
-DOSAGES = ("1 comprimé le matin", "1 comprimé matin et soir", "2 prises par jour pendant 7 jours",
-           "1 application le soir", "selon douleur, 4 par jour au plus", "1 sachet par jour")
+NAMES = (
+    "Martin",
+    "Bernard",
+    "Thomas",
+    "Petit",
+    "Robert",
+    "Richard",
+    "Durand",
+    "Dubois",
+    "Moreau",
+    "Laurent",
+    "Simon",
+    "Michel",
+    "Lefebvre",
+    "Leroy",
+    "Roux",
+    "David",
+)
+GIVEN = (
+    "Camille",
+    "Léa",
+    "Manon",
+    "Chloé",
+    "Inès",
+    "Jade",
+    "Louise",
+    "Lucas",
+    "Hugo",
+    "Louis",
+    "Nathan",
+    "Gabriel",
+    "Jules",
+    "Arthur",
+    "Élise",
+    "Noé",
+)
+DOSAGES = (
+    "1 comprimé le matin",
+    "1 comprimé matin et soir",
+    "2 prises par jour pendant 7 jours",
+    "1 application le soir",
+    "selon douleur, 4 par jour au plus",
+    "1 sachet par jour",
+)
 
 
 def _luhn_key(body: str) -> str:
@@ -72,9 +110,7 @@ def _progress(done: int, total: int, start: float, out: IO[str]) -> None:
     width = 30
     filled = width * done // max(total, 1)
     rate = done / max(time.perf_counter() - start, 1e-9)
-    out.write(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} {rate:,.0f}/s"
-    )
+    out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} {rate:,.0f}/s")
     out.flush()
 
 

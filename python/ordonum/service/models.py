@@ -22,9 +22,9 @@ __all__ = [
     "ConsentOut",
     "CreateIn",
     "CreateOut",
+    "DispensationsOut",
     "DispenseIn",
     "DispenseOut",
-    "DispensationsOut",
     "MyPrescriptionsOut",
     "PrescriptionDoc",
     "ScanByCode",
@@ -249,5 +249,3 @@ class AccessLogOut(_Out):
 class Health(_Out):
     status: Literal["ok"]
     prescriptions: int
-
-

@@ -51,7 +51,8 @@ class RateLimiter:
 
     def _prune(self, now: float) -> None:
         full = [
-            k for k, (tokens, last) in self._buckets.items()
+            k
+            for k, (tokens, last) in self._buckets.items()
             if tokens + (now - last) * self.rate >= self.burst
         ]
         for k in full:

@@ -4,10 +4,11 @@
 variable                       meaning                                     default
 =============================  ==========================================  ====================
 ``ORDONUM_DATA``               data directory (``store/``, ``keys/``,      ``./var``
-                               ``qr-tokens.sqlite3``)
+                               and ``qr-tokens.sqlite3``)
 ``ORDONUM_HOST``               address ``ordonum serve`` binds             ``127.0.0.1``
 ``ORDONUM_PORT``               port ``ordonum serve`` binds                ``8000``
-``ORDONUM_JWKS_FILE``          identity provider's public keys (JWKS)      ``DATA/keys/idp.jwks.json``
+``ORDONUM_JWKS_FILE``          identity provider's public keys (JWKS)      ``DATA/keys/``
+                                                                           ``idp.jwks.json``
 ``ORDONUM_JWKS_URL``           the same, fetched over HTTP(S); wins over   unset
                                the file when set
 ``ORDONUM_AUDIENCE``           required ``aud`` of bearer tokens           ``ordonum``

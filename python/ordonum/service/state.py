@@ -80,7 +80,11 @@ class Services:
         )
         log.info(
             "store opened",
-            extra={"path": str(settings.store_dir), "prescriptions": len(store), "kid": qr.signing.kid},
+            extra={
+                "path": str(settings.store_dir),
+                "prescriptions": len(store),
+                "kid": qr.signing.kid,
+            },
         )
         return services
 

@@ -12,12 +12,22 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Request
+from pydantic import TypeAdapter
 from starlette.responses import Response
 
 from ordonum import InvalidId, InvalidToken, NotFound, parse_access_code, parse_id, verify_token
 from ordonum.service.auth import Principal
-from ordonum.service.deps import JSON, ServicesDep, blocking, json_response, owned, require
+from ordonum.service.deps import (
+    JSON,
+    authenticate,
+    blocking,
+    json_response,
+    owned,
+    require,
+    services,
+)
+from ordonum.service.fastroute import FastRoute, missing_header, read_body
 from ordonum.service.models import DispensationsOut, DispenseIn, DispenseOut
 from ordonum.service.problems import ProblemError, not_found
 from ordonum.service.routes.scan import locked, lockout_key
@@ -26,21 +36,18 @@ router = APIRouter(prefix="/v1/prescriptions", tags=["pharmacy"])
 RxPath = Annotated[str, "prescription ID"]
 
 
-@router.post(
-    "/{id}/dispensations",
-    status_code=201,
-    response_model=DispenseOut,
-    summary="Record a dispensation (pharmacist; Idempotency-Key required)",
-)
-async def dispense(
-    id: str,
-    body: DispenseIn,
-    principal: Annotated[Principal, Depends(require("pharmacist"))],
-    svc: ServicesDep,
-    idempotency_key: Annotated[
-        str, Header(alias="Idempotency-Key", min_length=1, max_length=128)
-    ],
-) -> Response:
+DISPENSE_BODY: TypeAdapter[DispenseIn] = TypeAdapter(DispenseIn)
+PHARMACIST = frozenset({"pharmacist"})
+
+
+async def dispense(request: Request) -> Response:
+    principal = authenticate(request, PHARMACIST)
+    idempotency_key = request.headers.get("idempotency-key")
+    if not idempotency_key or len(idempotency_key) > 128:
+        raise missing_header("Idempotency-Key")
+    body: DispenseIn = await read_body(request, DISPENSE_BODY)
+    svc = services(request)
+    id = request.path_params["id"]
     try:
         rx_id: str | None = parse_id(id).text
     except InvalidId:
@@ -105,6 +112,30 @@ async def dispense(
     return Response(out, status_code=201, media_type=JSON)
 
 
+FAST = [
+    FastRoute(
+        path="/v1/prescriptions/{id}/dispensations",
+        method="POST",
+        endpoint=dispense,
+        summary="Record a dispensation (pharmacist; Idempotency-Key required)",
+        tags=["pharmacy"],
+        body=DISPENSE_BODY,
+        response=DispenseOut,
+        status=201,
+        path_params=["id"],
+        headers=[
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                "description": "the same key again returns the first answer, writing nothing",
+            }
+        ],
+    )
+]
+
+
 @router.get(
     "/{id}/dispensations",
     response_model=DispensationsOut,
@@ -113,8 +144,9 @@ async def dispense(
 async def dispensations(
     id: str,
     principal: Annotated[Principal, Depends(require("prescriber", "patient"))],
-    svc: ServicesDep,
+    request: Request,
 ) -> Response:
+    svc = services(request)
     rx_id, (_, _, consent) = owned(svc, id, principal)
     if principal.role == "prescriber" and not consent:
         raise ProblemError(403, "the patient does not allow the prescriber to see dispensations")

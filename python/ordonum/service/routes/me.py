@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from ordonum import InvalidId, NotFound
 from ordonum.service.auth import Principal
-from ordonum.service.deps import ServicesDep, canonical_id, json_response, require
+from ordonum.service.deps import canonical_id, json_response, require, services
 from ordonum.service.models import MyPrescriptionsOut
 from ordonum.service.problems import ProblemError
 
@@ -23,12 +23,13 @@ router = APIRouter(prefix="/v1/me", tags=["patient"])
 )
 async def my_prescriptions(
     principal: Annotated[Principal, Depends(require("patient"))],
-    svc: ServicesDep,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: Annotated[
         str | None, Query(max_length=40, description="cursor: next_cursor of the last page")
     ] = None,
 ) -> Response:
+    svc = services(request)
     assert principal.nir is not None
     cursor = None
     if before is not None:

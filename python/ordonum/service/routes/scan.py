@@ -13,28 +13,24 @@ Hot path: the store's document bytes go out as they are (no Python JSON round tr
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
 
-from fastapi import APIRouter, Depends
+from pydantic import TypeAdapter
+from starlette.requests import Request
 from starlette.responses import Response
 
 from ordonum import InvalidId, InvalidToken, NotFound, parse_access_code, parse_id, verify_token
-from ordonum.service.auth import Principal
-from ordonum.service.deps import JSON, ServicesDep, require
+from ordonum.service.deps import JSON, authenticate, services
+from ordonum.service.fastroute import FastRoute, read_body
 from ordonum.service.models import PrescriptionDoc, ScanByCode, ScanByToken
 from ordonum.service.problems import ProblemError, not_found
 from ordonum.service.state import Services
 
-router = APIRouter(prefix="/v1", tags=["pharmacy"])
-Pharmacist = Annotated[Principal, Depends(require("pharmacist"))]
-
 
 def _miss(svc: Services, code: str, actor: str) -> Response:
     """The uniform 404, after the same store work as a hit."""
-    try:
+    with contextlib.suppress(NotFound, ValueError):
         svc.store.scan(svc.dummy_id, code, actor=actor)
-    except (NotFound, ValueError):
-        pass
     return not_found()
 
 
@@ -56,14 +52,14 @@ def lockout_key(text: str) -> str:
         return text.strip().upper()
 
 
-@router.post(
-    "/scan",
-    response_model=PrescriptionDoc,
-    summary="Fetch a prescription by its QR token or by ID + access code (pharmacist)",
-)
-async def scan(
-    body: ScanByToken | ScanByCode, principal: Pharmacist, svc: ServicesDep
-) -> Response:
+SCAN_BODY: TypeAdapter[ScanByToken | ScanByCode] = TypeAdapter(ScanByToken | ScanByCode)
+PHARMACIST = frozenset({"pharmacist"})
+
+
+async def scan(request: Request) -> Response:
+    principal = authenticate(request, PHARMACIST)
+    body = await read_body(request, SCAN_BODY)
+    svc = services(request)
     actor = principal.actor
     if isinstance(body, ScanByToken):
         try:
@@ -91,3 +87,16 @@ async def scan(
     if manual:
         svc.lockout.succeeded(rx_id)
     return Response(doc, media_type=JSON)
+
+
+FAST = [
+    FastRoute(
+        path="/v1/scan",
+        method="POST",
+        endpoint=scan,
+        summary="Fetch a prescription by its QR token or by ID + access code (pharmacist)",
+        tags=["pharmacy"],
+        body=SCAN_BODY,
+        response=PrescriptionDoc,
+    )
+]
