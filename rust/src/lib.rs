@@ -13,7 +13,7 @@ pub mod id;
 
 // qr: pub mod qr;
 
-// store: pub mod store;
+pub mod store;
 
 #[cfg(feature = "python")]
 mod python;
