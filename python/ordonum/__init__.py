@@ -25,7 +25,7 @@ from ordonum._core import (
 
 # token: from ordonum._core import ...
 
-# store: from ordonum._core import ...
+from ordonum._core import Store  # store
 
 __all__ = [
     "ID_EPOCH_UNIX_MS",
@@ -46,4 +46,5 @@ __all__ = [
     # token: names
     #
     # store: names
+    "Store",
 ]

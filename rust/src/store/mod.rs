@@ -99,7 +99,7 @@ fn now_ms(now: Option<u64>) -> Result<u64, StoreError> {
 
 enum Backend {
     Memory { lsn: AtomicU64, closed: AtomicBool },
-    Durable { dir: PathBuf, journal: Journal, _lock: File },
+    Durable { dir: PathBuf, journal: Journal, lock: Mutex<Option<File>> },
 }
 
 /// What `open` found on disk.
@@ -279,7 +279,11 @@ impl Store {
         .map_err(|e| StoreError::io("starting the journal thread", &e))?;
         Ok(Store {
             index,
-            backend: Backend::Durable { dir: dir.to_path_buf(), journal, _lock: lock },
+            backend: Backend::Durable {
+                dir: dir.to_path_buf(),
+                journal,
+                lock: Mutex::new(Some(lock)),
+            },
             checkpoint_lock: Mutex::new(()),
             recovery,
         })
@@ -552,7 +556,12 @@ impl Store {
                 closed.store(true, Ordering::Relaxed);
                 Ok(())
             }
-            Backend::Durable { journal, .. } => journal.close(),
+            Backend::Durable { journal, lock, .. } => {
+                let r = journal.close();
+                // Closing the file releases the flock: another process may open the store.
+                lock.lock().take();
+                r
+            }
         }
     }
 

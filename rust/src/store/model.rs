@@ -625,7 +625,7 @@ fn parse_json<'de, T: Deserialize<'de>>(json: &'de [u8]) -> Result<T, StoreError
     let mut de = serde_json::Deserializer::from_slice(json);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "record".to_owned() } else { path };
+        let field = if path == "." || path == "?" { "record".to_owned() } else { path };
         invalid(field, e.into_inner().to_string())
     })?;
     // Trailing characters after the value.
