@@ -42,7 +42,7 @@ from ordonum._core import (
     verify_tokens_at,
 )
 
-# store: from ordonum._core import ...
+from ordonum._core import Store  # store
 
 __all__ = [  # noqa: RUF022 (grouped by feature, sorted within each group)
     "ID_EPOCH_UNIX_MS",
@@ -77,4 +77,5 @@ __all__ = [  # noqa: RUF022 (grouped by feature, sorted within each group)
     "verify_tokens_at",
     #
     # store: names
+    "Store",
 ]

@@ -1,5 +1,6 @@
 """The Rust extension module. Import from :mod:`ordonum`, not from here."""
 
+import os
 from collections.abc import Iterable
 from datetime import datetime
 from typing import ClassVar, Final, final
@@ -310,3 +311,98 @@ def qr_png(text: str, scale: int, border: int, ecc: str = "M") -> bytes:
     """See :func:`ordonum.qr.png`."""
 
 # --- the prescription store (rust/src/store/) --------------------------------
+
+@final
+class Store:
+    """The prescription store: an in-memory index with a durable journal.
+
+    Times are Unix milliseconds; ``now_ms=None`` means the system clock. JSON inputs are
+    ``bytes`` or ``str`` (unknown fields refused, :class:`InvalidRecord` names the field);
+    JSON outputs are ``bytes`` ready to send. A malformed ID argument raises
+    :class:`InvalidId`; a non-``str`` where ``str`` is expected raises ``TypeError``.
+    Every call releases the GIL while it waits for a lock or the journal.
+    """
+
+    @staticmethod
+    def open(
+        path: str | os.PathLike[str], *, sync: str = "always", sync_delay_ms: int = 2
+    ) -> Store:
+        """Open (creating it if needed) the store kept in directory ``path``.
+
+        ``sync="always"``: a write is acknowledged after an ``fdatasync`` covering it
+        (group commit). ``sync="delay"``: acknowledged after the ``write``, synced at most
+        ``sync_delay_ms`` later (a power cut may lose that window; a killed process does
+        not). Recovery replays the latest snapshot and the journal, truncating a torn tail;
+        raises :class:`StoreFailed` on corruption followed by valid records (naming the
+        file and offset) or if another process has the directory open.
+        """
+
+    @staticmethod
+    def memory() -> Store:
+        """A store without a journal, for tests: same rules, nothing durable."""
+
+    def create(self, record: bytes | str, *, now_ms: int | None = None) -> bytes:
+        """Create a prescription (``created_at = now_ms``); returns its document.
+
+        :class:`Conflict` if the ID exists; :class:`InvalidRecord` for a bad record.
+        """
+
+    def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes:
+        """The prescription's JSON document; :class:`NotFound` if there is none."""
+
+    def get_many(self, rx_ids: Iterable[str], *, now_ms: int | None = None) -> list[bytes | None]:
+        """Documents of many prescriptions in one call (``None`` where there is none)."""
+
+    def scan(self, rx_id: str, access_code: str, *, actor: str, now_ms: int | None = None) -> bytes:
+        """Check the access code (constant time), log the access durably, return the document.
+
+        A missing ID, a wrong code and a malformed code raise the same :class:`NotFound`.
+        """
+
+    def dispense(
+        self,
+        rx_id: str,
+        dispensation: bytes | str,
+        *,
+        idempotency_key: str,
+        access_code: str,
+        now_ms: int | None = None,
+    ) -> bytes:
+        """Record a dispensation (all lines or none); returns the answer JSON.
+
+        A repeated ``idempotency_key`` returns the first answer with ``"replayed": true``
+        and writes nothing (:class:`Conflict` if the request differs). :class:`Conflict` on
+        over-dispensing, a cancelled, expired or fully dispensed prescription;
+        :class:`NotFound` on a wrong ID or code.
+        """
+
+    def cancel(self, rx_id: str, *, prescriber_rpps: str, now_ms: int | None = None) -> str:
+        """Cancel on behalf of the prescriber; returns the new status (``"cancelled"``)."""
+
+    def set_consent(self, rx_id: str, allowed: bool, *, now_ms: int | None = None) -> None:
+        """Whether the prescriber may see the dispensations (the patient's choice)."""
+
+    def owner(self, rx_id: str) -> tuple[str, str, bool]:
+        """``(prescriber_rpps, patient_nir, consent)``, for authorisation decisions."""
+
+    def dispensations(self, rx_id: str) -> bytes:
+        """``{"dispensations": [...]}`` as JSON bytes."""
+
+    def by_patient(self, nir: str, *, limit: int = 50, before: str | None = None) -> list[str]:
+        """The patient's prescription IDs, newest first; ``before`` is the cursor (an ID)."""
+
+    def access_log(self, rx_id: str) -> bytes:
+        """``{"access_log": [{"at", "actor", "action"}]}`` as JSON bytes."""
+
+    def checkpoint(self) -> None:
+        """Write a snapshot and drop the journal segments it covers (no-op in memory)."""
+
+    def close(self) -> None:
+        """Drain and sync pending writes, stop the journal; later writes raise StoreFailed."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters: prescriptions, journal_bytes, fsyncs, batches, records, failed, ..."""
+
+    def __len__(self) -> int: ...
+    def __enter__(self) -> Store: ...
+    def __exit__(self, *args: object) -> bool: ...

@@ -14,7 +14,7 @@ pub mod token;
 
 pub mod qr;
 
-// store: pub mod store;
+pub mod store;
 
 #[cfg(feature = "python")]
 mod python;

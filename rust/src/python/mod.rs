@@ -13,7 +13,7 @@ mod token;
 
 mod qr;
 
-// store: mod store;
+mod store;
 
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -27,7 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     qr::register(m)?;
 
-    // store: store::register(m)?;
+    store::register(m)?;
 
     Ok(())
 }
