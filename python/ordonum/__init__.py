@@ -5,6 +5,7 @@ prescription carries (:mod:`ordonum.checks`), signed QR tokens (:mod:`ordonum.qr
 them), and a durable prescription store; the HTTP service lives in :mod:`ordonum.service`.
 """
 
+# token: from ordonum._core import ...
 from ordonum._core import (
     ID_EPOCH_UNIX_MS,
     MAX_NODE,
@@ -16,16 +17,13 @@ from ordonum._core import (
     InvalidToken,
     NotFound,
     RxId,
+    Store,  # store
     StoreFailed,
     __version__,
     is_valid_id,
     parse_id,
     validate_ids,
 )
-
-# token: from ordonum._core import ...
-
-from ordonum._core import Store  # store
 
 __all__ = [
     "ID_EPOCH_UNIX_MS",
@@ -38,6 +36,7 @@ __all__ = [
     "InvalidToken",
     "NotFound",
     "RxId",
+    "Store",
     "StoreFailed",
     "__version__",
     "is_valid_id",
@@ -46,5 +45,4 @@ __all__ = [
     # token: names
     #
     # store: names
-    "Store",
 ]
