@@ -55,6 +55,10 @@ serve: install ## Start the HTTP service on 127.0.0.1:8000 (data and dev keys in
 bench-http: install ## wrk against one uvicorn worker: bare FastAPI baselines vs scan and durable dispensations
 	$(BIN)/python bench/bench_http.py
 
+.PHONY: crash
+crash: install ## Long crash test of the store: 500 SIGKILL cycles (ORDONUM_CRASH_CYCLES overrides)
+	ORDONUM_CRASH_CYCLES=$${ORDONUM_CRASH_CYCLES:-500} $(BIN)/pytest tests/test_store_crash.py -q -p no:randomly
+
 .PHONY: clean
 clean: ## Remove build artefacts and the virtualenv
 	cargo clean

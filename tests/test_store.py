@@ -7,11 +7,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-from store_helpers import CODE, NIR, OTHER_CODE, RPPS, T0, dispensation, record
-
 import ordonum
+import pytest
 from ordonum import Conflict, IdGenerator, InvalidId, InvalidRecord, NotFound, Store, StoreFailed
+from store_helpers import CODE, NIR, OTHER_CODE, RPPS, T0, dispensation, record
 
 DAY = 86_400_000
 

@@ -5,6 +5,7 @@ prescription carries (:mod:`ordonum.checks`), signed QR tokens (:mod:`ordonum.qr
 them), and a durable prescription store; the HTTP service lives in :mod:`ordonum.service`.
 """
 
+# token: from ordonum._core import ...
 from ordonum._core import (
     ID_EPOCH_UNIX_MS,
     MAX_NODE,
@@ -16,6 +17,7 @@ from ordonum._core import (
     InvalidToken,
     NotFound,
     RxId,
+    Store,  # store
     StoreFailed,
     __version__,
     is_valid_id,
@@ -42,8 +44,6 @@ from ordonum._core import (
     verify_tokens_at,
 )
 
-from ordonum._core import Store  # store
-
 __all__ = [  # noqa: RUF022 (grouped by feature, sorted within each group)
     "ID_EPOCH_UNIX_MS",
     "MAX_NODE",
@@ -55,6 +55,7 @@ __all__ = [  # noqa: RUF022 (grouped by feature, sorted within each group)
     "InvalidToken",
     "NotFound",
     "RxId",
+    "Store",
     "StoreFailed",
     "__version__",
     "is_valid_id",
@@ -77,5 +78,4 @@ __all__ = [  # noqa: RUF022 (grouped by feature, sorted within each group)
     "verify_tokens_at",
     #
     # store: names
-    "Store",
 ]

@@ -14,7 +14,7 @@
 //! prescription waits for it); neither changes what readers see.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -68,6 +68,7 @@ pub struct Index {
     patients: Box<[RwLock<HashTable<RxId>>]>,
     turnstiles: Box<[(Mutex<()>, Condvar)]>,
     count: AtomicUsize,
+    content_bytes: AtomicU64,
 }
 
 impl Default for Index {
@@ -78,6 +79,7 @@ impl Default for Index {
             patients: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
             turnstiles: (0..SHARDS).map(|_| (Mutex::new(()), Condvar::new())).collect(),
             count: AtomicUsize::new(0),
+            content_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -95,6 +97,11 @@ impl Index {
     /// Number of visible prescriptions.
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of immutable content held (the "stored bytes" of the memory benchmark).
+    pub fn content_bytes(&self) -> u64 {
+        self.content_bytes.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -190,6 +197,7 @@ impl Index {
         let id = ev.id();
         let mut woke = false;
         let mut new_patient: Option<[u8; 15]> = None;
+        let mut added = 0u64;
         {
             let (mut t, h) = self.write(&id);
             match ev {
@@ -197,6 +205,7 @@ impl Index {
                     Some(s) if !s.visible() => {
                         s.set_flag(PENDING | BUSY, false);
                         new_patient = Some(nir_key(s.view().nir_bytes()));
+                        added = s.content.len() as u64;
                     }
                     Some(_) => {}
                     None => {
@@ -205,6 +214,7 @@ impl Index {
                             *f &= PERSISTENT_FLAGS;
                         }
                         new_patient = Some(nir_key(Content(&c).nir_bytes()));
+                        added = c.len() as u64;
                         let hasher = &self.hasher;
                         t.insert_unique(h, Slot { content: c, dynamic: None }, |s| {
                             hasher.hash_one(s.view().id_bytes())
@@ -241,6 +251,7 @@ impl Index {
         }
         if let Some(nir) = new_patient {
             self.count.fetch_add(1, Ordering::Relaxed);
+            self.content_bytes.fetch_add(added, Ordering::Relaxed);
             let ph = self.hash(&nir);
             let hasher = &self.hasher;
             let rx = &self.rx;
@@ -264,6 +275,7 @@ impl Index {
         let c = Content(&content);
         let id = c.id();
         let nir = nir_key(c.nir_bytes());
+        let added = content.len() as u64;
         {
             let (mut t, h) = self.write(&id);
             if Index::find(&t, h, &id).is_some() {
@@ -273,6 +285,7 @@ impl Index {
             t.insert_unique(h, Slot { content, dynamic }, |s| hasher.hash_one(s.view().id_bytes()));
         }
         self.count.fetch_add(1, Ordering::Relaxed);
+        self.content_bytes.fetch_add(added, Ordering::Relaxed);
         let ph = self.hash(&nir);
         let hasher = &self.hasher;
         let rx = &self.rx;

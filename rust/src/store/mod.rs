@@ -568,6 +568,7 @@ impl Store {
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = vec![
             ("prescriptions", self.index.len() as u64),
+            ("content_bytes", self.index.content_bytes()),
             ("recovered_snapshot_entries", self.recovery.snapshot_entries),
             ("recovered_records", self.recovery.records),
             ("truncated_bytes", self.recovery.truncated_bytes),
