@@ -263,7 +263,7 @@ def main() -> int:
                     "name": "Bench Patient",
                     "birth_date": "1980-05-17",
                 },
-                "lines": [{"label": "bench", "dosage": "bench", "quantity": 10_000}],
+                "lines": [{"label": "bench", "dosage": "bench", "quantity": 9_999}],
             }
             dispense = tmp / "dispense.txt"
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {prescriber}"}) as c:

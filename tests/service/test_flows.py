@@ -66,19 +66,15 @@ async def test_full_dispensing_flow(
     assert doc["dispensations"] == []
 
     # partial: 6 of line 0, with a substitution agreed by nobody
+    partial = {
+        "token": created["token"],
+        "lines": [
+            {"line": 0, "quantity": 6, "cip13": cip13(), "intervention": {"kind": "substitution"}}
+        ],
+    }
     first = await client.post(
         f"/v1/prescriptions/{rx}/dispensations",
-        json={
-            "token": created["token"],
-            "lines": [
-                {
-                    "line": 0,
-                    "quantity": 6,
-                    "cip13": cip13(),
-                    "intervention": {"kind": "substitution", "motif": "generic"},
-                }
-            ],
-        },
+        json=partial,
         headers=dispense_headers(world, "k-1"),
     )
     assert first.status_code == 201, first.text
@@ -88,12 +84,20 @@ async def test_full_dispensing_flow(
     # the same Idempotency-Key: the first answer, nothing written
     again = await client.post(
         f"/v1/prescriptions/{rx}/dispensations",
-        json={"token": created["token"], "lines": [{"line": 0, "quantity": 6}]},
+        json=partial,
         headers=dispense_headers(world, "k-1"),
     )
     assert again.status_code == 201
     assert again.json()["dispensation_id"] == first.json()["dispensation_id"]
     assert again.json()["lines"] == first.json()["lines"]
+    assert again.json()["replayed"] is True
+    # the same key for a different request is a client error, not a second write
+    reused = await client.post(
+        f"/v1/prescriptions/{rx}/dispensations",
+        json={"token": created["token"], "lines": [{"line": 0, "quantity": 1}]},
+        headers=dispense_headers(world, "k-1"),
+    )
+    assert reused.status_code == 409
 
     second = await client.post(
         f"/v1/prescriptions/{rx}/dispensations",

@@ -66,7 +66,7 @@ class LineIn(_In):
     label: str = Field(min_length=1, max_length=200)
     cip13: Cip13 | None = None
     dosage: str = Field(min_length=1, max_length=500)
-    quantity: int = Field(ge=1, le=10_000)
+    quantity: int = Field(ge=1, le=9_999)
     renewals: int = Field(default=0, ge=0, le=12)
     substitutable: bool = True
 
@@ -98,14 +98,14 @@ class Intervention(_In):
 
     @model_validator(mode="after")
     def _motif(self) -> Intervention:
-        if self.kind == "adjustment" and self.motif is None:
-            raise ValueError("an adjustment needs a motif")
+        if (self.kind == "adjustment") != (self.motif is not None):
+            raise ValueError("an adjustment needs a motif, and only an adjustment has one")
         return self
 
 
 class DispenseLineIn(_In):
     line: int = Field(ge=0, le=49)
-    quantity: int = Field(ge=1, le=10_000)
+    quantity: int = Field(ge=1, le=9_999)
     cip13: Cip13 | None = None
     intervention: Intervention = Field(default_factory=Intervention)
 

@@ -43,7 +43,7 @@ async def my_prescriptions(
     docs = []
     for rx_id in ids:
         try:
-            docs.append(svc.store.get(rx_id))
+            docs.append(svc.lines.document(svc.store.get(rx_id)))
         except NotFound:  # pragma: no cover - the index and the map agree
             continue
     next_cursor = f'"{ids[-1]}"'.encode() if more and ids else b"null"

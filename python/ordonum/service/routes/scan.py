@@ -86,7 +86,7 @@ async def scan(request: Request) -> Response:
         return not_found()
     if manual:
         svc.lockout.succeeded(rx_id)
-    return Response(doc, media_type=JSON)
+    return Response(svc.lines.document(doc), media_type=JSON)
 
 
 FAST = [
