@@ -110,11 +110,6 @@ const ALNUM: [u8; 256] = {
 const ISO37: &[u8; 37] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ*";
 
 #[inline]
-fn digit(b: u8) -> Option<u32> {
-    b.is_ascii_digit().then(|| u32::from(b - b'0'))
-}
-
-#[inline]
 fn all_digits(s: &[u8]) -> bool {
     s.iter().all(u8::is_ascii_digit)
 }
@@ -404,7 +399,7 @@ pub fn parse_nir(text: &str) -> Result<[u8; 15], CheckError> {
     )?;
     let corsica = b[5] == b'2' && (b[6] == b'A' || b[6] == b'B');
     for i in 0..15 {
-        if !b[i].is_ascii_digit() && !(i == 6 && corsica) {
+        if !(b[i].is_ascii_digit() || (i == 6 && corsica)) {
             let expected =
                 if i == 5 || i == 6 { "a digit, or 2A/2B for Corsica" } else { "a digit" };
             return Err(bad(NIR, pos[i], text, expected));
