@@ -7,7 +7,7 @@
 pub mod access;
 pub mod id;
 
-// check: pub mod check;
+pub mod check;
 
 pub mod base45;
 pub mod token;

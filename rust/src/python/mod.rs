@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 mod errors;
 mod id;
 
-// check: mod check;
+mod check;
 
 mod token;
 
@@ -21,7 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     id::register(m)?;
 
-    // check: check::register(m)?;
+    check::register(m)?;
 
     token::register(m)?;
 
