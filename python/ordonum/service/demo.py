@@ -163,6 +163,7 @@ def load_demo(
                             "substitutable": rng.random() < 0.9,
                         }
                     )
+                renewable = any(line["renewals"] for line in lines)
                 record = {
                     "id": rx_id,
                     "prescriber_rpps": prescriber,
@@ -171,7 +172,8 @@ def load_demo(
                         "name": f"{rng.choice(GIVEN)} {rng.choice(NAMES)}",
                         "birth_date": f"19{patient[1:3]}-{patient[3:5]}-{rng.randint(1, 28):02d}",
                     },
-                    "valid_until_ms": now + rng.choice((90, 90, 180, 365)) * DAY_MS,
+                    # the store allows 3 months, 12 for a renewable prescription
+                    "valid_until_ms": now + (rng.choice((180, 365)) if renewable else 90) * DAY_MS,
                     "lines": lines,
                     "prescriber_may_view_dispensations": rng.random() < 0.8,
                     "access_code": token.access_code,

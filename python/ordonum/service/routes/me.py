@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from ordonum import InvalidId, NotFound
+from ordonum import InvalidId
 from ordonum.service.auth import Principal
 from ordonum.service.deps import canonical_id, json_response, require, services
 from ordonum.service.models import MyPrescriptionsOut
@@ -40,12 +40,7 @@ async def my_prescriptions(
     ids = svc.store.by_patient(principal.nir, limit=limit + 1, before=cursor)
     more = len(ids) > limit
     ids = ids[:limit]
-    docs = []
-    for rx_id in ids:
-        try:
-            docs.append(svc.lines.document(svc.store.get(rx_id)))
-        except NotFound:  # pragma: no cover - the index and the map agree
-            continue
+    docs = [svc.lines.document(doc) for doc in svc.store.get_many(ids) if doc is not None]
     next_cursor = f'"{ids[-1]}"'.encode() if more and ids else b"null"
     # The documents are the store's ready bytes: spliced, not re-serialised.
     body = b'{"prescriptions":[' + b",".join(docs) + b'],"next_cursor":' + next_cursor + b"}"

@@ -4,11 +4,14 @@ Every failure — unknown ID, wrong code, malformed ID or code, forged or altere
 token for another ID — answers the same 404 bytes (:data:`NOT_FOUND_BODY`, no ID echoed),
 after the same store work: when the answer is already known to be 404, the handler still
 runs one store scan (one ID lookup and one constant-time digest comparison) on an ID that is
-never issued (``Services.dummy_id``). The token path always pays one signature check.
+never issued (``Services.dummy_id``), through the same worker pool as a real scan (the store
+logs a real scan durably, so scans run off the event loop). The token path always pays one
+signature check.
 Manual entry of an ID locks after a burst of wrong codes (429 + Retry-After); the QR path
 never locks.
 
-Hot path: the store's document bytes go out as they are (no Python JSON round trip).
+Hot path: the store's document bytes go out as they are (no Python JSON round trip; see
+:mod:`ordonum.service.lines` for the one exception while the store numbers lines from 1).
 """
 
 from __future__ import annotations
@@ -20,17 +23,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ordonum import InvalidId, InvalidToken, NotFound, parse_access_code, parse_id, verify_token
-from ordonum.service.deps import JSON, authenticate, services
+from ordonum.service.deps import JSON, authenticate, blocking, services
 from ordonum.service.fastroute import FastRoute, read_body
 from ordonum.service.models import PrescriptionDoc, ScanByCode, ScanByToken
 from ordonum.service.problems import ProblemError, not_found
 from ordonum.service.state import Services
 
 
-def _miss(svc: Services, code: str, actor: str) -> Response:
-    """The uniform 404, after the same store work as a hit."""
+async def _miss(svc: Services, code: str, actor: str) -> Response:
+    """The uniform 404, after the same store work as a hit (through the same thread pool)."""
     with contextlib.suppress(NotFound, ValueError):
-        svc.store.scan(svc.dummy_id, code, actor=actor)
+        await blocking(svc, svc.store.scan, svc.dummy_id, code, actor=actor)
     return not_found()
 
 
@@ -65,7 +68,7 @@ async def scan(request: Request) -> Response:
         try:
             token = verify_token(body.token, svc.qr.keyring)
         except InvalidToken:
-            return _miss(svc, svc.dummy_code, actor)
+            return await _miss(svc, svc.dummy_code, actor)
         rx_id, code = token.id, token.access_code
         manual = False
     else:
@@ -77,9 +80,11 @@ async def scan(request: Request) -> Response:
             code = parse_access_code(body.access_code)
         except ValueError:  # InvalidId or a malformed code
             svc.lockout.failed(key)
-            return _miss(svc, svc.dummy_code, actor)
+            return await _miss(svc, svc.dummy_code, actor)
     try:
-        doc = svc.store.scan(rx_id, code, actor=actor)
+        # The store logs the access durably (it waits for the journal's fdatasync): a
+        # worker thread, never the event loop.
+        doc = await blocking(svc, svc.store.scan, rx_id, code, actor=actor)
     except (NotFound, ValueError):
         if manual:
             svc.lockout.failed(rx_id)
