@@ -39,7 +39,8 @@ def test_index_and_caching() -> None:
     assert len(index) == 20_739
     assert index["3400933208639"].marketing == "withdrawn"
     a, b = medicines.load(), medicines.load()
-    assert a == b and a is not b
+    assert a == b
+    assert a is not b
     a.clear()
     assert len(medicines.load()) == 20_739
 
@@ -49,4 +50,5 @@ def test_all_columns_are_shipped_with_their_source() -> None:
     header = gzip.decompress((data / "medicines.tsv.gz").read_bytes()).split(b"\n", 1)[0]
     assert tuple(header.decode().split("\t")) == medicines.COLUMNS
     notice = (data / "README.md").read_text(encoding="utf-8")
-    assert "ANSM" in notice and "Base de données publique des médicaments" in notice
+    assert "ANSM" in notice
+    assert "Base de données publique des médicaments" in notice
