@@ -107,129 +107,122 @@ def validate_ids(texts: list[str]) -> list[bool]:
     """:func:`is_valid_id` for many texts at once (the GIL is released for large lists)."""
 
 # --- check characters and health identifiers (rust/src/check.rs) ------------
+
 CIP13_PREFIX: Final[str]
-"""``"34009"``: every CIP13 starts with it (enforced by :func:`validate_cip13`)."""
+"""``"34009"``, the prefix every CIP13 has (:func:`validate_cip13` enforces it)."""
 
 def mod11_2(body: str) -> str:
-    """ISO 7064 MOD 11-2 (pure) check character(s) for ``body`` (digits); the result is ``0``-``9`` or ``X``.
-
-    Raises :class:`InvalidIdentifier` naming the first bad character (or the length),
-    ``TypeError`` if ``body`` is not a ``str``.
+    """ISO 7064 MOD 11-2 (pure) check for ``body`` (digits): ``0``-``9`` or ``X``. Raises
+    :class:`InvalidIdentifier` naming the first bad character (or the length), ``TypeError`` if
+    ``body`` is not a ``str``.
     """
 
 def is_valid_mod11_2(number: str) -> bool:
-    """Whether ``number`` is a body (digits) followed by its correct ISO 7064 MOD 11-2 (pure) check.
-
-    Exact: no separators, no case folding. ``TypeError`` if not a ``str``.
+    """Whether ``number`` is a body (digits) followed by its ISO 7064 MOD 11-2 (pure) check. Exact:
+    no separators, no case folding. ``TypeError`` if not a ``str``.
     """
 
 def mod37_2(body: str) -> str:
-    """ISO 7064 MOD 37-2 (pure) check character(s) for ``body`` (``0``-``9`` and ``A``-``Z`` (upper case)); the result is ``0``-``9``, ``A``-``Z`` or ``*``.
-
-    Raises :class:`InvalidIdentifier` naming the first bad character (or the length),
-    ``TypeError`` if ``body`` is not a ``str``.
+    """ISO 7064 MOD 37-2 (pure) check for ``body`` (``0``-``9``, ``A``-``Z``, upper case):
+    ``0``-``9``, ``A``-``Z`` or ``*``. Raises :class:`InvalidIdentifier` naming the first bad
+    character (or the length), ``TypeError`` if ``body`` is not a ``str``.
     """
 
 def is_valid_mod37_2(number: str) -> bool:
-    """Whether ``number`` is a body (``0``-``9`` and ``A``-``Z`` (upper case)) followed by its correct ISO 7064 MOD 37-2 (pure) check.
-
-    Exact: no separators, no case folding. ``TypeError`` if not a ``str``.
+    """Whether ``number`` is a body (``0``-``9``, ``A``-``Z``, upper case) followed by its ISO 7064
+    MOD 37-2 (pure) check. Exact: no separators, no case folding. ``TypeError`` if not a ``str``.
     """
 
 def mod97_10(body: str) -> str:
-    """ISO 7064 MOD 97-10 (pure, numeric) check character(s) for ``body`` (digits); the result is two digits.
-
-    Raises :class:`InvalidIdentifier` naming the first bad character (or the length),
-    ``TypeError`` if ``body`` is not a ``str``.
+    """ISO 7064 MOD 97-10 (pure, numeric) check for ``body`` (digits): two digits. Raises
+    :class:`InvalidIdentifier` naming the first bad character (or the length), ``TypeError`` if
+    ``body`` is not a ``str``.
     """
 
 def is_valid_mod97_10(number: str) -> bool:
-    """Whether ``number`` is a body (digits) followed by its correct ISO 7064 MOD 97-10 (pure, numeric) check.
-
-    Exact: no separators, no case folding. ``TypeError`` if not a ``str``.
+    """Whether ``number`` is a body (digits) followed by its ISO 7064 MOD 97-10 (pure, numeric)
+    check. Exact: no separators, no case folding. ``TypeError`` if not a ``str``.
     """
 
 def mod37_36(body: str) -> str:
-    """ISO 7064 MOD 37-36 (hybrid) check character(s) for ``body`` (``0``-``9`` and ``A``-``Z`` (upper case)); the result is ``0``-``9`` or ``A``-``Z``.
-
-    Raises :class:`InvalidIdentifier` naming the first bad character (or the length),
-    ``TypeError`` if ``body`` is not a ``str``.
+    """ISO 7064 MOD 37-36 (hybrid) check for ``body`` (``0``-``9``, ``A``-``Z``, upper case):
+    ``0``-``9`` or ``A``-``Z``. Raises :class:`InvalidIdentifier` naming the first bad character
+    (or the length), ``TypeError`` if ``body`` is not a ``str``.
     """
 
 def is_valid_mod37_36(number: str) -> bool:
-    """Whether ``number`` is a body (``0``-``9`` and ``A``-``Z`` (upper case)) followed by its correct ISO 7064 MOD 37-36 (hybrid) check.
-
-    Exact: no separators, no case folding. ``TypeError`` if not a ``str``.
+    """Whether ``number`` is a body (``0``-``9``, ``A``-``Z``, upper case) followed by its ISO 7064
+    MOD 37-36 (hybrid) check. Exact: no separators, no case folding. ``TypeError`` if not a
+    ``str``.
     """
 
 def luhn(body: str) -> str:
-    """Luhn (mod 10) check character(s) for ``body`` (digits); the result is one digit.
-
-    Raises :class:`InvalidIdentifier` naming the first bad character (or the length),
-    ``TypeError`` if ``body`` is not a ``str``.
+    """Luhn (mod 10) check for ``body`` (digits): one digit. Raises :class:`InvalidIdentifier`
+    naming the first bad character (or the length), ``TypeError`` if ``body`` is not a ``str``.
     """
 
 def is_valid_luhn(number: str) -> bool:
-    """Whether ``number`` is a body (digits) followed by its correct Luhn (mod 10) check.
-
-    Exact: no separators, no case folding. ``TypeError`` if not a ``str``.
+    """Whether ``number`` is a body (digits) followed by its Luhn (mod 10) check. Exact: no
+    separators, no case folding. ``TypeError`` if not a ``str``.
     """
 
 def ean13(body: str) -> str:
-    """EAN-13 check character(s) for ``body`` (exactly 12 digits); the result is one digit.
-
-    Raises :class:`InvalidIdentifier` naming the first bad character (or the length),
-    ``TypeError`` if ``body`` is not a ``str``.
+    """EAN-13 check for ``body`` (exactly 12 digits): one digit. Raises :class:`InvalidIdentifier`
+    naming the first bad character (or the length), ``TypeError`` if ``body`` is not a ``str``.
     """
 
 def is_valid_ean13(number: str) -> bool:
-    """Whether ``number`` is a body (exactly 12 digits) followed by its correct EAN-13 check.
-
-    Exact: no separators, no case folding. ``TypeError`` if not a ``str``.
+    """Whether ``number`` is a body (exactly 12 digits) followed by its EAN-13 check. Exact: no
+    separators, no case folding. ``TypeError`` if not a ``str``.
     """
 
 def is_valid_nir(text: str) -> bool:
-    """Whether ``text`` is a valid NIR (the French patient number: 13 characters + 2-digit key, ``2A``/``2B`` for Corsica; spaces and dots ignored, any case). ``TypeError`` if not a ``str``."""
+    """Whether ``text`` is a valid NIR (French patient number: 13 characters + a 2-digit key,
+    ``2A``/``2B`` for Corsica; spaces and dots ignored, any case). ``TypeError`` if not a
+    ``str``.
+    """
 
 def validate_nir(text: str) -> str:
-    """The compact NIR (15 characters), or :class:`InvalidIdentifier` saying what is wrong.
-
-    ``TypeError`` if ``text`` is not a ``str``.
+    """The compact NIR (15 characters), or :class:`InvalidIdentifier` saying what is wrong and
+    where. ``TypeError`` if ``text`` is not a ``str``.
     """
 
 def are_valid_nir(texts: list[str]) -> list[bool]:
     """:func:`is_valid_nir` of each text (the GIL is released for large lists)."""
 
 def is_valid_rpps(text: str) -> bool:
-    """Whether ``text`` is a valid RPPS number (11 digits with a Luhn key; spaces ignored). ``TypeError`` if not a ``str``."""
+    """Whether ``text`` is a valid RPPS number (11 digits, Luhn key; spaces ignored). ``TypeError``
+    if not a ``str``.
+    """
 
 def validate_rpps(text: str) -> str:
-    """The compact RPPS number (11 digits), or :class:`InvalidIdentifier` saying what is wrong.
-
-    ``TypeError`` if ``text`` is not a ``str``.
+    """The compact RPPS number (11 digits), or :class:`InvalidIdentifier` saying what is wrong and
+    where. ``TypeError`` if ``text`` is not a ``str``.
     """
 
 def are_valid_rpps(texts: list[str]) -> list[bool]:
     """:func:`is_valid_rpps` of each text (the GIL is released for large lists)."""
 
 def is_valid_finess(text: str) -> bool:
-    """Whether ``text`` is a valid FINESS number (9 digits with a Luhn key; spaces ignored). ``TypeError`` if not a ``str``."""
+    """Whether ``text`` is a valid FINESS number (9 digits, Luhn key; spaces ignored). ``TypeError``
+    if not a ``str``.
+    """
 
 def validate_finess(text: str) -> str:
-    """The compact FINESS number (9 digits), or :class:`InvalidIdentifier` saying what is wrong.
-
-    ``TypeError`` if ``text`` is not a ``str``.
+    """The compact FINESS number (9 digits), or :class:`InvalidIdentifier` saying what is wrong and
+    where. ``TypeError`` if ``text`` is not a ``str``.
     """
 
 def are_valid_finess(texts: list[str]) -> list[bool]:
     """:func:`is_valid_finess` of each text (the GIL is released for large lists)."""
 
 def is_valid_cip13(text: str) -> bool:
-    """Whether ``text`` is a valid CIP13 (13 digits starting ``34009`` with an EAN-13 key; spaces and hyphens ignored). ``TypeError`` if not a ``str``."""
+    """Whether ``text`` is a valid CIP13 (13 digits starting ``34009``, EAN-13 key; spaces and
+    hyphens ignored). ``TypeError`` if not a ``str``.
+    """
 
 def validate_cip13(text: str) -> str:
-    """The compact CIP13 (13 digits), or :class:`InvalidIdentifier` saying what is wrong.
-
+    """The compact CIP13 (13 digits), or :class:`InvalidIdentifier` saying what is wrong and where.
     ``TypeError`` if ``text`` is not a ``str``.
     """
 
@@ -237,29 +230,30 @@ def are_valid_cip13(texts: list[str]) -> list[bool]:
     """:func:`is_valid_cip13` of each text (the GIL is released for large lists)."""
 
 def is_valid_erezept_id(text: str) -> bool:
-    """Whether ``text`` is a valid E-Rezept ID (``aaa.bbb.bbb.bbb.bbb.cc`` with MOD 97-10 check digits; dots all there or none). ``TypeError`` if not a ``str``."""
+    """Whether ``text`` is a valid E-Rezept ID (``aaa.bbb.bbb.bbb.bbb.cc``, MOD 97-10 check digits;
+    all five dots or none). ``TypeError`` if not a ``str``.
+    """
 
 def validate_erezept_id(text: str) -> str:
-    """The compact E-Rezept ID (17 digits), or :class:`InvalidIdentifier` saying what is wrong.
-
-    ``TypeError`` if ``text`` is not a ``str``.
+    """The compact E-Rezept ID (17 digits), or :class:`InvalidIdentifier` saying what is wrong and
+    where. ``TypeError`` if ``text`` is not a ``str``.
     """
 
 def are_valid_erezept_id(texts: list[str]) -> list[bool]:
     """:func:`is_valid_erezept_id` of each text (the GIL is released for large lists)."""
 
 def is_valid_eps_id(text: str) -> bool:
-    """Whether ``text`` is a valid EPS prescription ID (``XXXXXX-XXXXXX-XXXXXC`` with a MOD 37-2 check (``+`` for ``*``); hyphens both there or none, any case). ``TypeError`` if not a ``str``."""
+    """Whether ``text`` is a valid EPS prescription ID (``XXXXXX-XXXXXX-XXXXXC``, MOD 37-2 check
+    with ``+`` for ``*``; both hyphens or none, any case). ``TypeError`` if not a ``str``.
+    """
 
 def validate_eps_id(text: str) -> str:
-    """The compact EPS prescription ID (18 characters, upper case), or :class:`InvalidIdentifier` saying what is wrong.
-
-    ``TypeError`` if ``text`` is not a ``str``.
+    """The compact EPS prescription ID (18 characters, upper case), or :class:`InvalidIdentifier`
+    saying what is wrong and where. ``TypeError`` if ``text`` is not a ``str``.
     """
 
 def are_valid_eps_id(texts: list[str]) -> list[bool]:
     """:func:`is_valid_eps_id` of each text (the GIL is released for large lists)."""
-
 
 # --- signed QR tokens (rust/src/token.rs) -----------------------------------
 
