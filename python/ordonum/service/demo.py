@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -140,11 +141,22 @@ def load_demo(
         tsv.write("id\ttoken\taccess_code\tprescriber_rpps\tpatient_nir\n")
     start = time.perf_counter()
     done = 0
+    # Two-stage pipeline: this thread builds a batch (Python, holds the GIL) while a worker
+    # writes the previous one (the store releases the GIL in ``create``).
+    writer = ThreadPoolExecutor(1, thread_name_prefix="ordonum-demo")
+    pending: Future[None] | None = None
+
+    def write(records: list[bytes], now_ms: int, pairs: list[tuple[str, str]]) -> None:
+        for record in records:
+            store.create(record, now_ms=now_ms)
+        vault.put_many(pairs)
+
     try:
         while done < count:
             n = min(BATCH, count - done)
             now = int(time.time() * 1000)
-            pairs = []
+            pairs: list[tuple[str, str]] = []
+            records: list[bytes] = []
             rows = []
             for rx_id in ids.new_batch(n):
                 token = issue_token(key, rx_id)
@@ -178,20 +190,25 @@ def load_demo(
                     "prescriber_may_view_dispensations": rng.random() < 0.8,
                     "access_code": token.access_code,
                 }
-                store.create(orjson.dumps(record), now_ms=now)
+                records.append(orjson.dumps(record))
                 pairs.append((rx_id, token.text))
                 if tsv:
                     rows.append(
                         f"{rx_id}\t{token.text}\t{token.access_code}\t{prescriber}\t{patient}\n"
                     )
-            vault.put_many(pairs)
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write, records, now, pairs)
             if tsv:
                 tsv.writelines(rows)
             done += n
             if progress:
                 _progress(done, count, start, progress)
+        if pending is not None:
+            pending.result()
         store.checkpoint()
     finally:
+        writer.shutdown(wait=True)
         if tsv:
             tsv.close()
         vault.close()
