@@ -47,6 +47,18 @@ bench: install ## Run the benchmarks against the peer libraries; table in bench/
 	$(BIN)/pytest bench --benchmark-enable --benchmark-only --benchmark-json=bench/results/latest.json -p no:randomly
 	$(BIN)/python bench/report.py bench/results/latest.json bench/results/latest.md
 
+.PHONY: serve
+serve: install ## Start the HTTP service on 127.0.0.1:8000 (data and dev keys in ./var, created on first run)
+	$(BIN)/ordonum serve
+
+.PHONY: bench-http
+bench-http: install ## wrk against one uvicorn worker: bare FastAPI baselines vs scan and durable dispensations
+	$(BIN)/python bench/bench_http.py
+
+.PHONY: crash
+crash: install ## Long crash test of the store: 500 SIGKILL cycles (ORDONUM_CRASH_CYCLES overrides)
+	ORDONUM_CRASH_CYCLES=$${ORDONUM_CRASH_CYCLES:-500} $(BIN)/pytest tests/test_store_crash.py -q -p no:randomly
+
 .PHONY: clean
 clean: ## Remove build artefacts and the virtualenv
 	cargo clean

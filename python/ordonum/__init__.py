@@ -5,6 +5,7 @@ prescription carries (:mod:`ordonum.checks`), signed QR tokens (:mod:`ordonum.qr
 them), and a durable prescription store; the HTTP service lives in :mod:`ordonum.service`.
 """
 
+# token: from ordonum._core import ...
 from ordonum._core import (
     ID_EPOCH_UNIX_MS,
     MAX_NODE,
@@ -16,6 +17,7 @@ from ordonum._core import (
     InvalidToken,
     NotFound,
     RxId,
+    Store,  # store
     StoreFailed,
     __version__,
     is_valid_id,
@@ -23,11 +25,26 @@ from ordonum._core import (
     validate_ids,
 )
 
-# token: from ordonum._core import ...
+# token:
+# isort: split
+from ordonum import qr
+from ordonum._core import (
+    KeyRing,
+    SigningKey,
+    Token,
+    VerifyingKey,
+    diagnose_token,
+    diagnose_token_at,
+    issue_token,
+    issue_token_at,
+    parse_access_code,
+    verify_token,
+    verify_token_at,
+    verify_tokens,
+    verify_tokens_at,
+)
 
-# store: from ordonum._core import ...
-
-__all__ = [
+__all__ = [  # noqa: RUF022 (grouped by feature, sorted within each group)
     "ID_EPOCH_UNIX_MS",
     "MAX_NODE",
     "Conflict",
@@ -38,12 +55,27 @@ __all__ = [
     "InvalidToken",
     "NotFound",
     "RxId",
+    "Store",
     "StoreFailed",
     "__version__",
     "is_valid_id",
     "parse_id",
     "validate_ids",
     # token: names
+    "KeyRing",
+    "SigningKey",
+    "Token",
+    "VerifyingKey",
+    "diagnose_token",
+    "diagnose_token_at",
+    "issue_token",
+    "issue_token_at",
+    "parse_access_code",
+    "qr",
+    "verify_token",
+    "verify_token_at",
+    "verify_tokens",
+    "verify_tokens_at",
     #
     # store: names
 ]

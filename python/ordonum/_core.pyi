@@ -1,7 +1,9 @@
 """The Rust extension module. Import from :mod:`ordonum`, not from here."""
 
+import os
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Final, final
+from typing import ClassVar, Final, final
 
 __version__: Final[str]
 
@@ -106,8 +108,448 @@ def validate_ids(texts: list[str]) -> list[bool]:
 
 # --- check characters and health identifiers (rust/src/check.rs) ------------
 
+CIP13_PREFIX: Final[str]
+"""``"34009"``, the prefix every CIP13 has (:func:`validate_cip13` enforces it)."""
+
+def mod11_2(body: str) -> str:
+    """ISO 7064 MOD 11-2 (pure) check for ``body`` (digits): ``0``-``9`` or ``X``. Raises
+    :class:`InvalidIdentifier` naming the first bad character (or the length), ``TypeError`` if
+    ``body`` is not a ``str``.
+    """
+
+def is_valid_mod11_2(number: str) -> bool:
+    """Whether ``number`` is a body (digits) followed by its ISO 7064 MOD 11-2 (pure) check. Exact:
+    no separators, no case folding. ``TypeError`` if not a ``str``.
+    """
+
+def mod37_2(body: str) -> str:
+    """ISO 7064 MOD 37-2 (pure) check for ``body`` (``0``-``9``, ``A``-``Z``, upper case):
+    ``0``-``9``, ``A``-``Z`` or ``*``. Raises :class:`InvalidIdentifier` naming the first bad
+    character (or the length), ``TypeError`` if ``body`` is not a ``str``.
+    """
+
+def is_valid_mod37_2(number: str) -> bool:
+    """Whether ``number`` is a body (``0``-``9``, ``A``-``Z``, upper case) followed by its ISO 7064
+    MOD 37-2 (pure) check. Exact: no separators, no case folding. ``TypeError`` if not a ``str``.
+    """
+
+def mod97_10(body: str) -> str:
+    """ISO 7064 MOD 97-10 (pure, numeric) check for ``body`` (digits): two digits. Raises
+    :class:`InvalidIdentifier` naming the first bad character (or the length), ``TypeError`` if
+    ``body`` is not a ``str``.
+    """
+
+def is_valid_mod97_10(number: str) -> bool:
+    """Whether ``number`` is a body (digits) followed by its ISO 7064 MOD 97-10 (pure, numeric)
+    check. Exact: no separators, no case folding. ``TypeError`` if not a ``str``.
+    """
+
+def mod37_36(body: str) -> str:
+    """ISO 7064 MOD 37-36 (hybrid) check for ``body`` (``0``-``9``, ``A``-``Z``, upper case):
+    ``0``-``9`` or ``A``-``Z``. Raises :class:`InvalidIdentifier` naming the first bad character
+    (or the length), ``TypeError`` if ``body`` is not a ``str``.
+    """
+
+def is_valid_mod37_36(number: str) -> bool:
+    """Whether ``number`` is a body (``0``-``9``, ``A``-``Z``, upper case) followed by its ISO 7064
+    MOD 37-36 (hybrid) check. Exact: no separators, no case folding. ``TypeError`` if not a
+    ``str``.
+    """
+
+def luhn(body: str) -> str:
+    """Luhn (mod 10) check for ``body`` (digits): one digit. Raises :class:`InvalidIdentifier`
+    naming the first bad character (or the length), ``TypeError`` if ``body`` is not a ``str``.
+    """
+
+def is_valid_luhn(number: str) -> bool:
+    """Whether ``number`` is a body (digits) followed by its Luhn (mod 10) check. Exact: no
+    separators, no case folding. ``TypeError`` if not a ``str``.
+    """
+
+def ean13(body: str) -> str:
+    """EAN-13 check for ``body`` (exactly 12 digits): one digit. Raises :class:`InvalidIdentifier`
+    naming the first bad character (or the length), ``TypeError`` if ``body`` is not a ``str``.
+    """
+
+def is_valid_ean13(number: str) -> bool:
+    """Whether ``number`` is a body (exactly 12 digits) followed by its EAN-13 check. Exact: no
+    separators, no case folding. ``TypeError`` if not a ``str``.
+    """
+
+def is_valid_nir(text: str) -> bool:
+    """Whether ``text`` is a valid NIR (French patient number: 13 characters + a 2-digit key,
+    ``2A``/``2B`` for Corsica; spaces and dots ignored, any case). ``TypeError`` if not a
+    ``str``.
+    """
+
+def validate_nir(text: str) -> str:
+    """The compact NIR (15 characters), or :class:`InvalidIdentifier` saying what is wrong and
+    where. ``TypeError`` if ``text`` is not a ``str``.
+    """
+
+def are_valid_nir(texts: list[str]) -> list[bool]:
+    """:func:`is_valid_nir` of each text (the GIL is released for large lists)."""
+
+def is_valid_rpps(text: str) -> bool:
+    """Whether ``text`` is a valid RPPS number (11 digits, Luhn key; spaces ignored). ``TypeError``
+    if not a ``str``.
+    """
+
+def validate_rpps(text: str) -> str:
+    """The compact RPPS number (11 digits), or :class:`InvalidIdentifier` saying what is wrong and
+    where. ``TypeError`` if ``text`` is not a ``str``.
+    """
+
+def are_valid_rpps(texts: list[str]) -> list[bool]:
+    """:func:`is_valid_rpps` of each text (the GIL is released for large lists)."""
+
+def is_valid_finess(text: str) -> bool:
+    """Whether ``text`` is a valid FINESS number (9 digits, Luhn key; spaces ignored). ``TypeError``
+    if not a ``str``.
+    """
+
+def validate_finess(text: str) -> str:
+    """The compact FINESS number (9 digits), or :class:`InvalidIdentifier` saying what is wrong and
+    where. ``TypeError`` if ``text`` is not a ``str``.
+    """
+
+def are_valid_finess(texts: list[str]) -> list[bool]:
+    """:func:`is_valid_finess` of each text (the GIL is released for large lists)."""
+
+def is_valid_cip13(text: str) -> bool:
+    """Whether ``text`` is a valid CIP13 (13 digits starting ``34009``, EAN-13 key; spaces and
+    hyphens ignored). ``TypeError`` if not a ``str``.
+    """
+
+def validate_cip13(text: str) -> str:
+    """The compact CIP13 (13 digits), or :class:`InvalidIdentifier` saying what is wrong and where.
+    ``TypeError`` if ``text`` is not a ``str``.
+    """
+
+def are_valid_cip13(texts: list[str]) -> list[bool]:
+    """:func:`is_valid_cip13` of each text (the GIL is released for large lists)."""
+
+def is_valid_erezept_id(text: str) -> bool:
+    """Whether ``text`` is a valid E-Rezept ID (``aaa.bbb.bbb.bbb.bbb.cc``, MOD 97-10 check digits;
+    all five dots or none). ``TypeError`` if not a ``str``.
+    """
+
+def validate_erezept_id(text: str) -> str:
+    """The compact E-Rezept ID (17 digits), or :class:`InvalidIdentifier` saying what is wrong and
+    where. ``TypeError`` if ``text`` is not a ``str``.
+    """
+
+def are_valid_erezept_id(texts: list[str]) -> list[bool]:
+    """:func:`is_valid_erezept_id` of each text (the GIL is released for large lists)."""
+
+def is_valid_eps_id(text: str) -> bool:
+    """Whether ``text`` is a valid EPS prescription ID (``XXXXXX-XXXXXX-XXXXXC``, MOD 37-2 check
+    with ``+`` for ``*``; both hyphens or none, any case). ``TypeError`` if not a ``str``.
+    """
+
+def validate_eps_id(text: str) -> str:
+    """The compact EPS prescription ID (18 characters, upper case), or :class:`InvalidIdentifier`
+    saying what is wrong and where. ``TypeError`` if ``text`` is not a ``str``.
+    """
+
+def are_valid_eps_id(texts: list[str]) -> list[bool]:
+    """:func:`is_valid_eps_id` of each text (the GIL is released for large lists)."""
+
 # --- signed QR tokens (rust/src/token.rs) -----------------------------------
+
+TOKEN_TEXT_LEN: Final[int]
+"""Length of a token's text: ``RX1:`` + 149 Base45 characters = 153."""
+
+@final
+class SigningKey:
+    """An Ed25519 private key and its kid (exactly 4 characters in ``A-Z0-9``, e.g. ``FR01``).
+
+    Key errors (bad kid, wrong length, unreadable PEM) raise ``ValueError`` with the reason.
+    """
+
+    @staticmethod
+    def generate(kid: str) -> SigningKey:
+        """A new key from the operating system's CSPRNG."""
+
+    @staticmethod
+    def from_bytes(kid: str, raw: bytes) -> SigningKey:
+        """From the 32-byte Ed25519 seed (what :meth:`to_bytes` returns)."""
+
+    @staticmethod
+    def from_pem(kid: str, pem: str | bytes) -> SigningKey:
+        """From a PKCS#8 PEM (``BEGIN PRIVATE KEY``), as written by ``cryptography``/OpenSSL."""
+
+    @property
+    def kid(self) -> str:
+        """The key id written into every token this key signs."""
+
+    def to_bytes(self) -> bytes:
+        """The 32-byte seed. A secret."""
+
+    def to_pem(self) -> str:
+        """Unencrypted PKCS#8 v1 PEM, readable by ``cryptography`` and OpenSSL. A secret."""
+
+    def verifying_key(self) -> VerifyingKey:
+        """The public half, same kid."""
+
+    def sign(self, message: bytes) -> bytes:
+        """A raw 64-byte Ed25519 signature of ``message`` (domain separation is the caller's)."""
+
+@final
+class VerifyingKey:
+    """An Ed25519 public key and its kid. Weak (small-order) and mixed-order keys are refused."""
+
+    @staticmethod
+    def from_bytes(kid: str, raw: bytes) -> VerifyingKey:
+        """From the 32-byte public key."""
+
+    @staticmethod
+    def from_pem(kid: str, pem: str | bytes) -> VerifyingKey:
+        """From a SubjectPublicKeyInfo PEM (``BEGIN PUBLIC KEY``)."""
+
+    @property
+    def kid(self) -> str:
+        """The key id."""
+
+    def to_bytes(self) -> bytes:
+        """The 32-byte public key."""
+
+    def to_pem(self) -> str:
+        """SubjectPublicKeyInfo PEM, to publish."""
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        """Strict Ed25519 verification of a raw signature."""
+
+    def __eq__(self, value: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
+@final
+class KeyRing:
+    """The verifying keys a verifier trusts: several active kids, revoked kids, a maximum age.
+
+    ``max_age`` is in seconds (``None``: no limit). When set, tokens issued more than five
+    minutes in the future are refused too. Adding a revoked kid, or an active kid with a
+    different key, raises ``ValueError``; adding the same key again does nothing.
+    """
+
+    def __new__(
+        cls, keys: Iterable[VerifyingKey] | None = None, *, max_age: float | None = None
+    ) -> KeyRing: ...
+    def add(self, key: VerifyingKey) -> None:
+        """Trust ``key`` under its kid (rotation: several kids are active at once)."""
+
+    def revoke(self, kid: str) -> None:
+        """Refuse, from now on and for good, every token signed under ``kid``."""
+
+    @property
+    def kids(self) -> list[str]:
+        """Active kids, sorted."""
+
+    @property
+    def revoked(self) -> list[str]:
+        """Revoked kids, sorted."""
+
+    @property
+    def max_age(self) -> float | None:
+        """Maximum token age in seconds, or ``None``."""
+
+    @max_age.setter
+    def max_age(self, value: float | None) -> None: ...
+
+@final
+class Token:
+    """A verified (or freshly issued) token. Equality compares in constant time."""
+
+    @property
+    def text(self) -> str:
+        """``RX1:`` + Base45, 153 characters, all QR-alphanumeric: what the QR code holds."""
+
+    @property
+    def id(self) -> str:
+        """The prescription ID, canonical text ``XXXX-XXXX-XXXX-XXXX-C``."""
+
+    @property
+    def access_code(self) -> str:
+        """The 128-bit access code, ``XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XX`` (Crockford Base32:
+        typed by hand in any case, ``O``/``I``/``L`` read as ``0``/``1``, hyphens optional)."""
+
+    @property
+    def kid(self) -> str:
+        """The signing key's id."""
+
+    @property
+    def issued_at(self) -> datetime:
+        """Issue time, aware UTC, to the second."""
+
+    def __eq__(self, value: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+
+def issue_token(key: SigningKey, rx_id: str) -> Token:
+    """Sign a token for ``rx_id`` with a fresh access code, issued now.
+
+    :class:`InvalidId` for a malformed ID.
+    """
+
+def issue_token_at(key: SigningKey, rx_id: str, now: datetime) -> Token:
+    """:func:`issue_token` at time ``now`` (an aware ``datetime``, 2020..2156)."""
+
+def verify_token(text: str, keyring: KeyRing) -> Token:
+    """Verify a token text against ``keyring`` now.
+
+    Every failure raises the same :class:`InvalidToken`, with the same message; ask
+    :func:`diagnose_token` for the reason. ``TypeError`` if ``text`` is not a ``str``.
+    """
+
+def verify_token_at(text: str, keyring: KeyRing, now: datetime) -> Token:
+    """:func:`verify_token` at time ``now`` (an aware ``datetime``)."""
+
+def verify_tokens(texts: Iterable[str], keyring: KeyRing) -> list[Token | None]:
+    """Verify many tokens at once (``None`` for each that fails), the GIL released and
+    one Ed25519 batch equation for all the signatures (per token about 2x cheaper)."""
+
+def verify_tokens_at(texts: Iterable[str], keyring: KeyRing, now: datetime) -> list[Token | None]:
+    """:func:`verify_tokens` at time ``now``."""
+
+def diagnose_token(text: str, keyring: KeyRing) -> str:
+    """``"ok"`` or why :func:`verify_token` refuses ``text``, for operators' logs."""
+
+def diagnose_token_at(text: str, keyring: KeyRing, now: datetime) -> str:
+    """:func:`diagnose_token` at time ``now``."""
+
+def parse_access_code(text: str) -> str:
+    """An access code typed by hand, in canonical grouped form.
+
+    ``ValueError`` saying what is wrong (length, the bad character and its position).
+    """
 
 # --- QR drawing (rust/src/qr.rs) ---------------------------------------------
 
+@final
+class QrMatrix:
+    """A QR symbol. Use :func:`ordonum.qr.matrix` to make one."""
+
+    @property
+    def version(self) -> int:
+        """QR version, 1..40."""
+
+    @property
+    def size(self) -> int:
+        """Modules per side, ``4 * version + 17``."""
+
+    @property
+    def ecc(self) -> str:
+        """Error-correction level, ``"L"``, ``"M"``, ``"Q"`` or ``"H"``."""
+
+    @property
+    def mask(self) -> int:
+        """Data mask pattern, 0..7."""
+
+    @property
+    def modules(self) -> list[list[bool]]:
+        """``size`` rows of ``size`` booleans, dark = True, without quiet zone."""
+
+def qr_matrix(text: str, ecc: str = "M") -> QrMatrix:
+    """See :func:`ordonum.qr.matrix`."""
+
+def qr_svg(text: str, scale: int, border: int, ecc: str = "M") -> str:
+    """See :func:`ordonum.qr.svg`."""
+
+def qr_png(text: str, scale: int, border: int, ecc: str = "M") -> bytes:
+    """See :func:`ordonum.qr.png`."""
+
 # --- the prescription store (rust/src/store/) --------------------------------
+
+@final
+class Store:
+    """The prescription store: an in-memory index with a durable journal.
+
+    Times are Unix milliseconds; ``now_ms=None`` means the system clock. JSON inputs are
+    ``bytes`` or ``str`` (unknown fields refused, :class:`InvalidRecord` names the field);
+    JSON outputs are ``bytes`` ready to send. A malformed ID argument raises
+    :class:`InvalidId`; a non-``str`` where ``str`` is expected raises ``TypeError``.
+    Every call releases the GIL while it waits for a lock or the journal.
+    """
+
+    @staticmethod
+    def open(
+        path: str | os.PathLike[str], *, sync: str = "always", sync_delay_ms: int = 2
+    ) -> Store:
+        """Open (creating it if needed) the store kept in directory ``path``.
+
+        ``sync="always"``: a write is acknowledged after an ``fdatasync`` covering it
+        (group commit). ``sync="delay"``: acknowledged after the ``write``, synced at most
+        ``sync_delay_ms`` later (a power cut may lose that window; a killed process does
+        not). Recovery replays the latest snapshot and the journal, truncating a torn tail;
+        raises :class:`StoreFailed` on corruption followed by valid records (naming the
+        file and offset) or if another process has the directory open.
+        """
+
+    @staticmethod
+    def memory() -> Store:
+        """A store without a journal, for tests: same rules, nothing durable."""
+
+    def create(self, record: bytes | str, *, now_ms: int | None = None) -> bytes:
+        """Create a prescription (``created_at = now_ms``); returns its document.
+
+        :class:`Conflict` if the ID exists; :class:`InvalidRecord` for a bad record.
+        """
+
+    def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes:
+        """The prescription's JSON document; :class:`NotFound` if there is none."""
+
+    def get_many(self, rx_ids: Iterable[str], *, now_ms: int | None = None) -> list[bytes | None]:
+        """Documents of many prescriptions in one call (``None`` where there is none)."""
+
+    def scan(self, rx_id: str, access_code: str, *, actor: str, now_ms: int | None = None) -> bytes:
+        """Check the access code (constant time), log the access durably, return the document.
+
+        A missing ID, a wrong code and a malformed code raise the same :class:`NotFound`.
+        """
+
+    def dispense(
+        self,
+        rx_id: str,
+        dispensation: bytes | str,
+        *,
+        idempotency_key: str,
+        access_code: str,
+        now_ms: int | None = None,
+    ) -> bytes:
+        """Record a dispensation (all lines or none); returns the answer JSON.
+
+        A repeated ``idempotency_key`` returns the first answer with ``"replayed": true``
+        and writes nothing (:class:`Conflict` if the request differs). :class:`Conflict` on
+        over-dispensing, a cancelled, expired or fully dispensed prescription;
+        :class:`NotFound` on a wrong ID or code.
+        """
+
+    def cancel(self, rx_id: str, *, prescriber_rpps: str, now_ms: int | None = None) -> str:
+        """Cancel on behalf of the prescriber; returns the new status (``"cancelled"``)."""
+
+    def set_consent(self, rx_id: str, allowed: bool, *, now_ms: int | None = None) -> None:
+        """Whether the prescriber may see the dispensations (the patient's choice)."""
+
+    def owner(self, rx_id: str) -> tuple[str, str, bool]:
+        """``(prescriber_rpps, patient_nir, consent)``, for authorisation decisions."""
+
+    def dispensations(self, rx_id: str) -> bytes:
+        """``{"dispensations": [...]}`` as JSON bytes."""
+
+    def by_patient(self, nir: str, *, limit: int = 50, before: str | None = None) -> list[str]:
+        """The patient's prescription IDs, newest first; ``before`` is the cursor (an ID)."""
+
+    def access_log(self, rx_id: str) -> bytes:
+        """``{"access_log": [{"at", "actor", "action"}]}`` as JSON bytes."""
+
+    def checkpoint(self) -> None:
+        """Write a snapshot and drop the journal segments it covers (no-op in memory)."""
+
+    def close(self) -> None:
+        """Drain and sync pending writes, stop the journal; later writes raise StoreFailed."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters: prescriptions, journal_bytes, fsyncs, batches, records, failed, ..."""
+
+    def __len__(self) -> int: ...
+    def __enter__(self) -> Store: ...
+    def __exit__(self, *args: object) -> bool: ...

@@ -7,13 +7,14 @@
 pub mod access;
 pub mod id;
 
-// check: pub mod check;
+pub mod check;
 
-// token: pub mod token;
+pub mod base45;
+pub mod token;
 
-// qr: pub mod qr;
+pub mod qr;
 
-// store: pub mod store;
+pub mod store;
 
 #[cfg(feature = "python")]
 mod python;

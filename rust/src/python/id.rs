@@ -1,6 +1,6 @@
 //! Bindings for [`crate::id`]: `IdGenerator`, `RxId`, `parse_id`, `is_valid_id`, `validate_ids`.
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDateTime, PyList, PyString, PyTzInfo};
 
@@ -26,6 +26,32 @@ pub(crate) fn ascii<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyString> {
     PyString::new(py, std::str::from_utf8(b).unwrap_or_default())
 }
 
+/// A `str` from ASCII bytes, made as a compact ASCII string and filled in place: no UTF-8
+/// decoding pass (`PyString::new`'s). Worth it where millions are made (`new_batch`).
+fn ascii_fast<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    if !b.is_ascii() {
+        return Ok(ascii(py, b));
+    }
+    let len = pyo3::ffi::Py_ssize_t::try_from(b.len())?;
+    // SAFETY: PyUnicode_New(len, 127) returns a new compact ASCII string with room for `len`
+    // one-byte characters (or NULL with an exception set, which from_owned_ptr_or_err turns
+    // into Err); the bytes are ASCII, as the kind requires, and are written before the
+    // string is shared.
+    unsafe {
+        let obj = pyo3::ffi::PyUnicode_New(len, 127);
+        let s = Bound::from_owned_ptr_or_err(py, obj)?;
+        std::ptr::copy_nonoverlapping(
+            b.as_ptr(),
+            pyo3::ffi::PyUnicode_DATA(obj).cast::<u8>(),
+            b.len(),
+        );
+        Ok(s.cast_into_unchecked())
+    }
+}
+
+/// Largest `new_batch`: bounds the memory one call can ask for (16 Mi IDs, about 1.5 GB).
+const MAX_BATCH: usize = 1 << 24;
+
 #[pyclass(name = "IdGenerator", module = "ordonum._core", frozen)]
 pub struct PyIdGenerator(IdGenerator);
 
@@ -43,13 +69,25 @@ impl PyIdGenerator {
 
     #[pyo3(name = "new")]
     fn py_next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        Ok(ascii(py, &self.0.next_id()?.text_bytes()))
+        ascii_fast(py, &self.0.next_id()?.text_bytes())
     }
 
     fn new_batch<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyList>> {
-        let mut texts = Vec::with_capacity(n);
-        self.0.batch(n, |id| texts.push(id.text_bytes()))?;
-        PyList::new(py, texts.iter().map(|t| ascii(py, t)))
+        if n > MAX_BATCH {
+            return Err(PyValueError::new_err(format!(
+                "new_batch makes at most {MAX_BATCH} IDs per call, got {n}"
+            )));
+        }
+        // Reserve and encode without the GIL (a million IDs take milliseconds), then make
+        // the strings.
+        let make = || -> Result<Vec<[u8; id::TEXT_LEN]>, id::IdError> {
+            let mut texts = Vec::with_capacity(n);
+            self.0.batch_text(n, |t| texts.push(*t))?;
+            Ok(texts)
+        };
+        let texts = if n < 256 { make()? } else { py.detach(make)? };
+        let strs = texts.iter().map(|t| ascii_fast(py, t)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, strs)
     }
 
     fn __repr__(&self) -> String {

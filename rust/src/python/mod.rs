@@ -7,13 +7,13 @@ use pyo3::prelude::*;
 mod errors;
 mod id;
 
-// check: mod check;
+mod check;
 
-// token: mod token;
+mod token;
 
-// qr: mod qr;
+mod qr;
 
-// store: mod store;
+mod store;
 
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,13 +21,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     id::register(m)?;
 
-    // check: check::register(m)?;
+    check::register(m)?;
 
-    // token: token::register(m)?;
+    token::register(m)?;
 
-    // qr: qr::register(m)?;
+    qr::register(m)?;
 
-    // store: store::register(m)?;
+    store::register(m)?;
 
     Ok(())
 }

@@ -1,0 +1,7 @@
+"""``python -m ordonum``: the ``ordonum`` command."""
+
+import sys
+
+from ordonum.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+The lifespan opens the services (keys created on first run, the store, the token vault) and
+closes them on shutdown; tests may pass ``services`` already open, which the app then neither
+opens nor closes. Middleware: one pure ASGI layer (:mod:`ordonum.service.middleware`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from starlette.responses import PlainTextResponse, Response
+
+import ordonum
+from ordonum.service.deps import json_response
+from ordonum.service.deps import services as services_of
+from ordonum.service.fastroute import document
+from ordonum.service.metrics import Metrics
+from ordonum.service.middleware import RequestMiddleware
+from ordonum.service.models import Health
+from ordonum.service.problems import PROBLEM_MEDIA_TYPE, Problem, install_problem_handlers
+from ordonum.service.routes import dispensations, me, prescriptions, scan
+from ordonum.service.settings import Settings
+from ordonum.service.state import Services
+
+__all__ = ["create_app"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "description": text}
+    for code, text in {
+        400: "Malformed identifier",
+        401: "Missing, expired or invalid bearer token",
+        403: "Role not allowed, or the patient objected",
+        404: "Not found (or not yours)",
+        409: "The prescription's state forbids it",
+        413: "Body too large",
+        422: "Invalid body or parameters",
+        429: "Rate limited, or manual entry locked (see Retry-After)",
+        503: "The store refuses writes after an I/O error",
+    }.items()
+}
+
+
+FAST_ROUTES = [*scan.FAST, *dispensations.FAST]
+
+
+def _problem_openapi(app: FastAPI) -> dict[str, Any]:
+    """OpenAPI with the fast routes documented, every error response as
+    application/problem+json (Problem schema) and the bearer scheme on every /v1 operation."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+    )
+    document(schema, FAST_ROUTES)
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path, ops in schema.get("paths", {}).items():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            if path.startswith("/v1/"):
+                op["security"] = [{"bearer": []}]
+                for code in ("400", "401", "403", "404", "413", "422", "429", "503"):
+                    responses.setdefault(code, {"description": _ERRORS[int(code)]["description"]})
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": ref}}
+                    if code == "429":
+                        response["headers"] = {
+                            "Retry-After": {"schema": {"type": "integer"}, "required": True}
+                        }
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "OpenID Connect access token (EdDSA or ES256) with role claims",
+        }
+    }
+    components = schema["components"].setdefault("schemas", {})
+    components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+    """The service's ASGI app. ``settings`` default to :meth:`Settings.from_env`."""
+    settings = settings or Settings.from_env()
+    given = services
+    metrics = Metrics(given.store.stats if given is not None else None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = given if given is not None else Services.open(settings)
+        app.state.services = svc
+        metrics.gauges = svc.store.stats
+        try:
+            yield
+        finally:
+            if given is None:
+                svc.close()
+
+    app = FastAPI(
+        title="ordonum",
+        version=ordonum.__version__,
+        description=(
+            "The French e-prescription flow: prescribers create, pharmacies scan and "
+            "dispense, patients see and control. Errors are RFC 9457 problem documents."
+        ),
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    if given is not None:
+        app.state.services = given
+    install_problem_handlers(app)
+    # The hot routes first: plain Starlette routes (see ordonum.service.fastroute).
+    app.router.routes[:0] = [fast.route() for fast in FAST_ROUTES]
+    for module in (dispensations, prescriptions, me):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["operations"], response_model=Health)
+    async def healthz(request: Request) -> Response:
+        svc = services_of(request)
+        return json_response({"status": "ok", "prescriptions": len(svc.store)})
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(
+            metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    app.openapi = lambda: _problem_openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=metrics,
+        max_body=settings.max_body,
+        access_log=settings.access_log,
+    )
+    return app

@@ -1,0 +1,171 @@
+"""One pure ASGI middleware for every request, and the JSON log format.
+
+Per request: take the caller's ``X-Request-ID`` if it is sane (else make one) and echo it on
+the response; refuse bodies larger than ``max_body`` with 413 (on ``Content-Length`` before
+reading, and while streaming for chunked bodies); time the request; count it in
+:class:`~ordonum.service.metrics.Metrics` under its route template (``/v1/prescriptions/{id}``,
+never the concrete path, so labels stay bounded); write one JSON log line.
+
+Pure ASGI rather than ``BaseHTTPMiddleware``: no extra task, no body buffering, a few µs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import re
+import sys
+import time
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ordonum.service.metrics import Metrics
+from ordonum.service.problems import PROBLEM_MEDIA_TYPE, problem_body
+
+__all__ = ["JsonFormatter", "RequestMiddleware", "configure_logging", "request_id"]
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+access = logging.getLogger("ordonum.access")
+
+# Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of msg
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, request_id, then the ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        rid = request_id.get()
+        if rid != "-":
+            entry["request_id"] = rid
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stderr for the root logger (uvicorn's loggers propagate to it)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # ours is ordonum.access
+
+
+class _TooLarge(StarletteHTTPException):
+    """Raised from ``receive`` once a streamed body passes the limit (FastAPI re-raises
+    HTTP exceptions from body parsing, so the problem handler answers 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body: int, access_log: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        rid = b""
+        length = -1
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                if _SANE_ID.match(value):
+                    rid = value
+            elif name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = -1
+        if not rid:
+            rid = os.urandom(8).hex().encode()
+        token = request_id.set(rid.decode())
+        status = 500
+        max_body = self.max_body
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+            await send(message)
+
+        received = 0
+
+        async def receive_wrapper() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_body:
+                    raise _TooLarge(max_body)
+            return message
+
+        try:
+            if length > max_body:
+                await self._too_large(send_wrapper)
+            else:
+                try:
+                    await self.app(scope, receive_wrapper, send_wrapper)
+                except _TooLarge:
+                    await self._too_large(send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], template, status, elapsed)
+            if self.access_log:
+                access.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "route": template,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 3),
+                    },
+                )
+            request_id.reset(token)
+
+    async def _too_large(self, send: Send) -> None:
+        body = problem_body(413, f"request body larger than {self.max_body} bytes")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

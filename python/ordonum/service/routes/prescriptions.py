@@ -1,0 +1,111 @@
+"""Prescriptions: create (prescriber), QR images, cancel (its prescriber), consent and access
+log (its patient)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from starlette.responses import Response
+
+from ordonum import qr
+from ordonum.service.auth import Principal
+from ordonum.service.create import create_prescription
+from ordonum.service.deps import blocking, json_response, owned, require, services
+from ordonum.service.models import (
+    AccessLogOut,
+    CancelOut,
+    ConsentIn,
+    ConsentOut,
+    CreateIn,
+    CreateOut,
+)
+from ordonum.service.problems import ProblemError
+from ordonum.service.state import Services
+
+router = APIRouter(prefix="/v1/prescriptions", tags=["prescriptions"])
+
+Prescriber = Annotated[Principal, Depends(require("prescriber"))]
+Patient = Annotated[Principal, Depends(require("patient"))]
+Owner = Annotated[Principal, Depends(require("prescriber", "patient"))]
+RxPath = Annotated[str, Path(max_length=40, description="prescription ID")]
+
+
+@router.post("", status_code=201, response_model=CreateOut, summary="Create a prescription")
+async def create(body: CreateIn, principal: Prescriber, request: Request) -> Response:
+    svc = services(request)
+    assert principal.rpps is not None
+    out = await blocking(
+        svc,
+        create_prescription,
+        svc.store,
+        svc.vault,
+        svc.qr.signing,
+        svc.ids,
+        principal.rpps,
+        body,
+    )
+    return json_response(out, 201)
+
+
+async def _token(svc: Services, rx_id: str) -> str:
+    token = await blocking(svc, svc.vault.get, rx_id)
+    if token is None:  # created outside this service's vault (e.g. restored store only)
+        raise ProblemError(404, "No QR code is kept for this prescription.")
+    return token
+
+
+@router.get(
+    "/{id}/qr.svg",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}, "description": "the QR code"}},
+    summary="The prescription's QR code, SVG (its prescriber, its patient)",
+)
+async def qr_svg(id: RxPath, principal: Owner, request: Request) -> Response:
+    svc = services(request)
+    rx_id, _ = owned(svc, id, principal)
+    return Response(qr.svg(await _token(svc, rx_id)), media_type="image/svg+xml")
+
+
+@router.get(
+    "/{id}/qr.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the QR code"}},
+    summary="The prescription's QR code, PNG (its prescriber, its patient)",
+)
+async def qr_png(id: RxPath, principal: Owner, request: Request) -> Response:
+    svc = services(request)
+    rx_id, _ = owned(svc, id, principal)
+    return Response(qr.png(await _token(svc, rx_id)), media_type="image/png")
+
+
+@router.post("/{id}/cancel", response_model=CancelOut, summary="Cancel (its prescriber)")
+async def cancel(id: RxPath, principal: Prescriber, request: Request) -> Response:
+    svc = services(request)
+    rx_id, _ = owned(svc, id, principal)
+    status = await blocking(svc, svc.store.cancel, rx_id, prescriber_rpps=principal.rpps)
+    return json_response({"id": rx_id, "status": status})
+
+
+@router.put(
+    "/{id}/consent",
+    response_model=ConsentOut,
+    summary="Allow or refuse the prescriber's view of dispensations (its patient)",
+)
+async def consent(id: RxPath, body: ConsentIn, principal: Patient, request: Request) -> Response:
+    svc = services(request)
+    rx_id, _ = owned(svc, id, principal)
+    allowed = body.prescriber_may_view_dispensations
+    await blocking(svc, svc.store.set_consent, rx_id, allowed)
+    return json_response({"id": rx_id, "prescriber_may_view_dispensations": allowed})
+
+
+@router.get(
+    "/{id}/access-log",
+    response_model=AccessLogOut,
+    summary="Who read the prescription, when (its patient)",
+)
+async def access_log(id: RxPath, principal: Patient, request: Request) -> Response:
+    svc = services(request)
+    rx_id, _ = owned(svc, id, principal)
+    return json_response(svc.store.access_log(rx_id))

@@ -1,0 +1,254 @@
+//! Bindings for [`crate::store`]: the `Store` class. Every call that takes a lock, waits
+//! for the journal or does I/O runs with the interpreter detached (`py.detach`); arguments
+//! are converted (and type-checked) before, results turned into Python objects after.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::errors::{Conflict, InvalidRecord, NotFound, StoreFailed};
+use super::id::{ascii, id_arg, str_arg};
+use crate::id::RxId;
+use crate::store::{Store, StoreError, SyncPolicy};
+
+impl From<StoreError> for PyErr {
+    fn from(e: StoreError) -> PyErr {
+        let msg = e.to_string();
+        match e {
+            StoreError::NotFound(_) => NotFound::new_err(msg),
+            StoreError::Conflict(_) => Conflict::new_err(msg),
+            StoreError::Invalid { .. } => InvalidRecord::new_err(msg),
+            StoreError::Failed { errno: Some(n), .. } => StoreFailed::new_err((n, msg)),
+            StoreError::Failed { errno: None, .. } | StoreError::Corrupt { .. } => {
+                StoreFailed::new_err(msg)
+            }
+        }
+    }
+}
+
+/// JSON given as `bytes` or `str`.
+fn json_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(b.as_bytes());
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(s.to_str()?.as_bytes());
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} must be bytes or str, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+#[pyclass(name = "Store", module = "ordonum._core", frozen)]
+pub struct PyStore(Store);
+
+#[pymethods]
+impl PyStore {
+    #[staticmethod]
+    #[pyo3(signature = (path, *, sync = "always", sync_delay_ms = 2))]
+    fn open(py: Python<'_>, path: PathBuf, sync: &str, sync_delay_ms: u64) -> PyResult<Self> {
+        let policy = match sync {
+            "always" => SyncPolicy::Always,
+            "delay" if (1..=10_000).contains(&sync_delay_ms) => {
+                SyncPolicy::Delay(Duration::from_millis(sync_delay_ms))
+            }
+            "delay" => {
+                return Err(PyValueError::new_err(format!(
+                    "sync_delay_ms must be between 1 and 10000, got {sync_delay_ms}"
+                )));
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "sync must be 'always' or 'delay', got {other:?}"
+                )));
+            }
+        };
+        Ok(PyStore(py.detach(|| Store::open(&path, policy))?))
+    }
+
+    #[staticmethod]
+    fn memory() -> Self {
+        PyStore(Store::memory())
+    }
+
+    #[pyo3(signature = (record, *, now_ms = None))]
+    fn create<'py>(
+        &self,
+        py: Python<'py>,
+        record: &Bound<'py, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let json = json_arg(record, "record")?;
+        let doc = py.detach(|| self.0.create(json, now_ms))?;
+        Ok(PyBytes::new(py, &doc))
+    }
+
+    #[pyo3(signature = (rx_id, *, now_ms = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        rx_id: &Bound<'py, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let id = id_arg(rx_id)?;
+        let doc = py.detach(|| self.0.get(&id, now_ms))?;
+        Ok(PyBytes::new(py, &doc))
+    }
+
+    /// Documents of many prescriptions in one call (`None` where there is none).
+    #[pyo3(signature = (rx_ids, *, now_ms = None))]
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        rx_ids: &Bound<'py, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let ids: Vec<RxId> = rx_ids.try_iter()?.map(|o| id_arg(&o?)).collect::<PyResult<_>>()?;
+        let docs: Vec<Option<Vec<u8>>> =
+            py.detach(|| ids.iter().map(|id| self.0.get(id, now_ms).ok()).collect());
+        PyList::new(py, docs.iter().map(|d| d.as_deref().map(|b| PyBytes::new(py, b))))
+    }
+
+    #[pyo3(signature = (rx_id, access_code, *, actor, now_ms = None))]
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        rx_id: &Bound<'py, PyAny>,
+        access_code: &Bound<'py, PyAny>,
+        actor: &Bound<'py, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let id = id_arg(rx_id)?;
+        let code = str_arg(access_code, "access_code")?;
+        let actor = str_arg(actor, "actor")?;
+        let doc = py.detach(|| self.0.scan(&id, code, actor, now_ms))?;
+        Ok(PyBytes::new(py, &doc))
+    }
+
+    #[pyo3(signature = (rx_id, dispensation, *, idempotency_key, access_code, now_ms = None))]
+    fn dispense<'py>(
+        &self,
+        py: Python<'py>,
+        rx_id: &Bound<'py, PyAny>,
+        dispensation: &Bound<'py, PyAny>,
+        idempotency_key: &Bound<'py, PyAny>,
+        access_code: &Bound<'py, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let id = id_arg(rx_id)?;
+        let json = json_arg(dispensation, "dispensation")?;
+        let key = str_arg(idempotency_key, "idempotency_key")?;
+        let code = str_arg(access_code, "access_code")?;
+        let answer = py.detach(|| self.0.dispense(&id, json, key, code, now_ms))?;
+        Ok(PyBytes::new(py, &answer))
+    }
+
+    #[pyo3(signature = (rx_id, *, prescriber_rpps, now_ms = None))]
+    fn cancel(
+        &self,
+        py: Python<'_>,
+        rx_id: &Bound<'_, PyAny>,
+        prescriber_rpps: &Bound<'_, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<&'static str> {
+        let id = id_arg(rx_id)?;
+        let rpps = str_arg(prescriber_rpps, "prescriber_rpps")?;
+        Ok(py.detach(|| self.0.cancel(&id, rpps, now_ms))?.name())
+    }
+
+    #[pyo3(signature = (rx_id, allowed, *, now_ms = None))]
+    fn set_consent(
+        &self,
+        py: Python<'_>,
+        rx_id: &Bound<'_, PyAny>,
+        allowed: bool,
+        now_ms: Option<u64>,
+    ) -> PyResult<()> {
+        let id = id_arg(rx_id)?;
+        Ok(py.detach(|| self.0.set_consent(&id, allowed, now_ms))?)
+    }
+
+    fn owner<'py>(
+        &self,
+        py: Python<'py>,
+        rx_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let id = id_arg(rx_id)?;
+        let (rpps, nir, consent) = py.detach(|| self.0.owner(&id))?;
+        (rpps, nir, consent).into_pyobject(py)
+    }
+
+    fn dispensations<'py>(
+        &self,
+        py: Python<'py>,
+        rx_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let id = id_arg(rx_id)?;
+        let doc = py.detach(|| self.0.dispensations(&id))?;
+        Ok(PyBytes::new(py, &doc))
+    }
+
+    #[pyo3(signature = (nir, *, limit = 50, before = None))]
+    fn by_patient<'py>(
+        &self,
+        py: Python<'py>,
+        nir: &Bound<'py, PyAny>,
+        limit: usize,
+        before: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let nir = str_arg(nir, "nir")?;
+        let before = before.map(id_arg).transpose()?;
+        let ids = py.detach(|| self.0.by_patient(nir, limit, before))?;
+        PyList::new(py, ids.iter().map(|id| ascii(py, &id.text_bytes())))
+    }
+
+    fn access_log<'py>(
+        &self,
+        py: Python<'py>,
+        rx_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let id = id_arg(rx_id)?;
+        let doc = py.detach(|| self.0.access_log(&id))?;
+        Ok(PyBytes::new(py, &doc))
+    }
+
+    fn checkpoint(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.detach(|| self.0.checkpoint())?)
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.detach(|| self.0.close())?)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = py.detach(|| self.0.stats());
+        let d = PyDict::new(py);
+        for (k, v) in stats {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    fn __len__(&self) -> usize {
+        self.0.len()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStore>()?;
+    Ok(())
+}
