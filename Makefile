@@ -47,6 +47,10 @@ bench: install ## Run the benchmarks against the peer libraries; table in bench/
 	$(BIN)/pytest bench --benchmark-enable --benchmark-only --benchmark-json=bench/results/latest.json -p no:randomly
 	$(BIN)/python bench/report.py bench/results/latest.json bench/results/latest.md
 
+.PHONY: load
+load: install ## National-peak load test (~8 min): 1 M preload, locust mix + wrk, report in bench/results/
+	$(BIN)/python bench/load.py
+
 .PHONY: clean
 clean: ## Remove build artefacts and the virtualenv
 	cargo clean
