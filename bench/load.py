@@ -95,9 +95,8 @@ def server(data: Path, port: int, cpus: str | None, log: Path) -> Iterator[subpr
         cpus,
         [*ordonum_cli(), "serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)],
     )
-    env = {**os.environ, "ORDONUM_LOG_LEVEL": os.environ.get("ORDONUM_LOG_LEVEL", "warning")}
-    with log.open("wb") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    with log.open("wb") as f:  # the service's defaults: durable writes, JSON access log
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 120
             while True:
