@@ -126,17 +126,22 @@ def stop(proc: subprocess.Popen[Any], grace_s: float = 20) -> None:
 
 
 def issue_pool(
-    url: str, ids: loadkit.Identities, count: int, path: Path, concurrency: int = 32
+    url: str,
+    ids: loadkit.Identities,
+    count: int,
+    path: Path,
+    concurrency: int = 32,
+    quantity: int | None = None,
 ) -> float:
     """Issue ``count`` prescriptions through the API; their papers go to ``path`` (JSONL)."""
     import httpx
 
     meds = loadkit.load_medicines()
-    rng = random.Random(7)
+    rng = random.Random(count)
     jobs = []
     for _ in range(count):
         doc = rng.choice(ids.prescribers)
-        body = loadkit.prescription_body(rng, rng.choice(ids.patients), meds)
+        body = loadkit.prescription_body(rng, rng.choice(ids.patients), meds, quantity)
         jobs.append((doc["bearer"], body))
     rows: list[dict[str, Any]] = []
 
@@ -701,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pharmacies", type=int, default=3000)
     ap.add_argument("--patients", type=int, default=12000)
     ap.add_argument("--wrk-seconds", type=int, default=10, help="0 skips the wrk ceiling")
+    ap.add_argument("--wrk-connections", type=int, default=64)
+    ap.add_argument("--wrk-prescriptions", type=int, default=3000, help="issued for dispense")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
     ap.add_argument("--work", type=Path, default=None, help="work dir (default: a temp dir)")
     args = ap.parse_args(argv)
@@ -786,7 +793,90 @@ def cpu_list(spec: str) -> list[int]:
 def run_wrk(
     url: str, ids: loadkit.Identities, run: Path, args: argparse.Namespace
 ) -> list[WrkResult]:
-    raise NotImplementedError
+    """The raw ceiling of scan and dispense: wrk replaying really issued prescriptions.
+
+    Scan: QR tokens of the pool, each with a pharmacist drawn from the identities. Dispense:
+    one pack per request, each with its own Idempotency-Key, on prescriptions issued for it
+    (20 packs a line) and scanned first by the pharmacist who dispenses them.
+    """
+    import httpx
+
+    if shutil.which("wrk") is None:
+        print("wrk not found (apt-get install wrk): no raw ceiling", flush=True)
+        return []
+    rng = random.Random(11)
+    issue_pool(url, ids, args.wrk_prescriptions, run / "wrk-pool.jsonl", quantity=20)
+    stock = list(loadkit.read_jsonl(run / "wrk-pool.jsonl"))
+    owner = {e["id"]: rng.choice(ids.pharmacists)["bearer"] for e in stock}
+
+    async def scan_all() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            sem = asyncio.Semaphore(16)
+
+            async def one(e: dict[str, Any]) -> None:
+                async with sem:
+                    r = await client.post(
+                        "/v1/scan",
+                        json={"token": e["token"]},
+                        headers={"Authorization": f"Bearer {owner[e['id']]}"},
+                    )
+                    r.raise_for_status()
+
+            await asyncio.gather(*(one(e) for e in stock))
+
+    asyncio.run(scan_all())
+    pool = list(loadkit.read_jsonl(run / "pool.jsonl"))
+    scans = [
+        ("POST", "/v1/scan", rng.choice(ids.pharmacists)["bearer"], {"token": e["token"]})
+        for e in pool + stock
+    ]
+    packs = [
+        (
+            "POST",
+            f"/v1/prescriptions/{e['id']}/dispensations",
+            owner[e["id"]],
+            {
+                "token": e["token"],
+                "lines": [{"line": line, "quantity": 1, "intervention": {"kind": "none"}}],
+            },
+        )
+        for e in stock
+        for line, q in enumerate(e["quantities"])
+        for _ in range(q)
+    ]
+    rng.shuffle(scans)
+    rng.shuffle(packs)
+    out = []
+    for name, reqs, mode in (
+        ("scan (QR token)", scans, "cycle"),
+        ("dispense (1 pack)", packs, "unique"),
+    ):
+        path = run / f"wrk-{mode}.tsv"
+        path.write_text("".join(f"{m}\t{p}\t{b}\t{json.dumps(body)}\n" for m, p, b, body in reqs))
+        cmd = pinned(
+            args.locust_cpus,
+            [
+                "wrk",
+                "-t1",
+                f"-c{args.wrk_connections}",
+                f"-d{args.wrk_seconds}s",
+                "--latency",
+                "-s",
+                str(BENCH / "wrk" / "replay.lua"),
+                url,
+                "--",
+                str(path),
+                mode,
+                "1",
+            ],
+        )
+        print(f"wrk: {name}...", flush=True)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.wrk_seconds + 60)
+        (run / f"wrk-{mode}.log").write_text(res.stdout + res.stderr)
+        w = parse_wrk(name, res.stdout)
+        w.note = f"{len(reqs):,} distinct requests, {args.wrk_connections} connections"
+        out.append(w)
+    return out
 
 
 if __name__ == "__main__":

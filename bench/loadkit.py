@@ -258,7 +258,10 @@ DOSAGES = (
 
 
 def prescription_body(
-    rng: random.Random, patient: Mapping[str, str], meds: list[Medicine]
+    rng: random.Random,
+    patient: Mapping[str, str],
+    meds: list[Medicine],
+    quantity: int | None = None,
 ) -> dict[str, Any]:
     """A valid creation body: 1 to 4 lines of real medicines, quantities of 1 to 3 packs."""
     lines = []
@@ -268,7 +271,7 @@ def prescription_body(
                 "label": f"{med.name} — {med.pack}"[:200],
                 "cip13": med.cip13,
                 "dosage": rng.choice(DOSAGES),
-                "quantity": rng.choice((1, 1, 2, 3)),
+                "quantity": quantity or rng.choice((1, 1, 2, 3)),
                 "renewals": 0,
                 "substitutable": rng.random() < 0.8,
             }
