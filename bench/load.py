@@ -48,6 +48,7 @@ SLO_P99_MS = 50.0
 X = "\N{MULTIPLICATION SIGN}"  # steps are written x1, x2... as in the issue
 SLO_FAILURES = 0.001
 SUSTAINED = 0.95  # achieved / target rate below which a step is not credited
+SHARED_CPU = 0.2  # cores taken by other processes above which a run is flagged
 CPU_BOUND = 0.90  # share of its cores above which the load generator is the bottleneck
 
 
@@ -197,15 +198,27 @@ class CpuSampler(threading.Thread):
                 pass
         return total
 
+    @staticmethod
+    def _busy_s() -> float:
+        import psutil
+
+        t = psutil.cpu_times()
+        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+    def _all(self) -> dict[str, float]:
+        cur = {k: self._cpu_s(p) for k, p in self.pids.items()}
+        cur["machine"] = self._busy_s()
+        return cur
+
     def run(self) -> None:
-        last = {k: self._cpu_s(p) for k, p in self.pids.items()}
-        t_last = time.time()
+        last, t_last = self._all(), time.time()
         while not self._halt.wait(self.period_s):
-            now = time.time()
-            cur = {k: self._cpu_s(p) for k, p in self.pids.items()}
+            now, cur = time.time(), self._all()
             sample = {"t": now}
-            for k in self.pids:
+            for k in cur:
                 sample[k] = (cur[k] - last[k]) / (now - t_last)
+            # what the rest of the machine took: other users of these cores skew a run
+            sample["others"] = max(0.0, sample["machine"] - sum(sample[k] for k in self.pids))
             self.samples.append(sample)
             last, t_last = cur, now
 
@@ -368,7 +381,7 @@ class StageResult:
 
     def verdict(self) -> str:
         if self.passed:
-            return "within SLO"
+            return "within SLO" + ("; machine shared with other processes" if self.shared else "")
         why = []
         if not self.sustained:
             why.append("rate not sustained")
@@ -378,7 +391,14 @@ class StageResult:
             why.append("failures > 0.1 %")
         if self.locust_bound:
             why.append("**locust CPU-bound**")
+        if self.shared:
+            why.append("machine shared with other processes")
         return ", ".join(why)
+
+    @property
+    def shared(self) -> bool:
+        """Other processes took more than a fifth of a core: the step measured less."""
+        return self.cpu.get("others", 0.0) > SHARED_CPU
 
 
 def analyse(
@@ -501,8 +521,9 @@ def summary_md(
     lines += [
         "",
         "| step | target req/s | achieved req/s | p50 ms | p95 ms | p99 ms | max ms | "
-        "unexpected failures | expected 409 | server CPU | locust CPU | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "unexpected failures | expected 409 | server CPU | locust CPU | other processes CPU | "
+        "verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         t = r.total
@@ -511,7 +532,8 @@ def summary_md(
             f"{r.achieved['total']:,.0f} | {fmt_ms(t.p(0.5))} | {fmt_ms(t.p(0.95))} | "
             f"{fmt_ms(t.p(0.99))} | {fmt_ms(t.p(1.0))} | {t.failures:,} ({t.failure_ratio:.2%}) | "
             f"{t.expected_409:,} | {r.cpu.get('server', math.nan):.0%} | "
-            f"{r.cpu.get('locust', math.nan):.0%} | {r.verdict()} |"
+            f"{r.cpu.get('locust', math.nan):.0%} | {r.cpu.get('others', math.nan):.0%} | "
+            f"{r.verdict()} |"
         )
     for r in results[:1] + ([k] if k is not None and k is not results[0] else []):
         lines += [
@@ -595,7 +617,7 @@ def plot(
         ax2.plot(xs, [per_sec[flow].get(x, 0) for x in xs], label=flow, lw=0.8)
     ax2.set_ylabel("req/s per flow")
     cpu_t = [s["t"] - t0 for s in cpu]
-    for key in ("server", "locust"):
+    for key in ("server", "locust", "others"):
         ax3.plot(cpu_t, [100 * s.get(key, math.nan) for s in cpu], label=f"{key} CPU", lw=1)
     ax3.set_ylabel("CPU % of one core")
     ax3.set_xlabel("seconds since start")
@@ -661,6 +683,7 @@ def summary_json(results: Sequence[StageResult], meta: dict[str, Any], ok: bool)
                 "expected_409": r.total.expected_409,
                 "cpu": r.cpu,
                 "locust_bound": r.locust_bound,
+                "machine_shared": r.shared,
                 "verdict": r.verdict(),
             }
             for r in results
