@@ -73,18 +73,30 @@ def pinned(cpus: str | None, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *cmd]
 
 
-def preload(data: Path, count: int, log: Path) -> float:
-    """``ordonum demo --count N``: returns the wall time in seconds."""
+def preload(data: Path, count: int, log: Path, tokens: Path | None = None) -> float:
+    """``ordonum demo --count N [--tokens FILE]``: returns the wall time in seconds."""
+    cmd = [*ordonum_cli(), "demo", "--count", str(count), "--data", str(data)]
+    if tokens is not None:
+        cmd += ["--tokens", str(tokens)]
     t = time.perf_counter()
     with log.open("w") as f:
         subprocess.run(
-            [*ordonum_cli(), "demo", "--count", str(count), "--data", str(data)],
+            cmd,
             check=True,
             stdout=f,
             stderr=subprocess.STDOUT,
             timeout=900,
         )
     return time.perf_counter() - t
+
+
+def demo_papers(tokens: Path, count: int, seed: int = 5) -> list[dict[str, Any]]:
+    """A sample of the pre-loaded prescriptions (``ID<TAB>token`` lines) for the scanners."""
+    if count <= 0 or not tokens.exists():
+        return []
+    lines = tokens.read_text().splitlines()
+    picked = random.Random(seed).sample(lines, min(count, len(lines)))
+    return [{"id": i, "token": t} for i, t in (line.split("\t", 1) for line in picked)]
 
 
 @contextmanager
@@ -492,7 +504,8 @@ def summary_md(
         f"({meta['processes']} process(es))",
         f"- store before the run: {meta['preload']:,} prescriptions loaded by `ordonum demo` in "
         f"{meta['preload_s']:.1f} s ({meta['preload'] / max(meta['preload_s'], 1e-9):,.0f}/s), "
-        f"plus a pool of {meta['pool']:,} issued through the API in {meta['pool_s']:.1f} s",
+        f"plus {meta['pool']:,} issued through the API in {meta['pool_s']:.1f} s; the "
+        f"pharmacists scan those and {meta.get('demo_papers', 0):,} pre-loaded ones",
         f"- identities: {meta['prescribers']:,} prescribers, {meta['pharmacies']:,} pharmacies, "
         f"{meta['patients']:,} patients, each with its own bearer token",
         f"- pacing: constant throughput, {meta['user_rate']:g} requests/s per user; a step counts "
@@ -718,6 +731,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preload", type=int, default=1_000_000, help="prescriptions loaded first")
     ap.add_argument("--pool", type=int, default=5000, help="prescriptions issued via the API")
+    ap.add_argument(
+        "--demo-papers", type=int, default=20000, help="pre-loaded prescriptions also scanned"
+    )
     ap.add_argument("--multiples", default="1,2,5,10", help="steps, as multiples of the burst peak")
     ap.add_argument("--first-hold", type=float, default=60.0, help="seconds at the peak")
     ap.add_argument("--step-hold", type=float, default=30.0, help="seconds at each step")
@@ -744,7 +760,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"work dir: {work}", flush=True)
     try:
         print(f"pre-loading {args.preload:,} prescriptions (ordonum demo)...", flush=True)
-        preload_s = preload(data, args.preload, run / "demo.log") if args.preload else 0.0
+        preload_s = (
+            preload(data, args.preload, run / "demo.log", run / "demo-tokens.tsv")
+            if args.preload
+            else 0.0
+        )
         print(f"  {preload_s:.1f} s", flush=True)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -755,9 +775,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"issuing a pool of {args.pool:,} prescriptions through the API...", flush=True)
             pool_s = issue_pool(url, ids, args.pool, run / "pool.jsonl")
             print(f"  {pool_s:.1f} s", flush=True)
+            papers = demo_papers(run / "demo-tokens.tsv", args.demo_papers)
+            issued = list(loadkit.read_jsonl(run / "pool.jsonl"))
+            mixed = issued + papers
+            random.Random(3).shuffle(mixed)
+            loadkit.write_jsonl(run / "pool-mixed.jsonl", mixed)
             plan = loadkit.make_plan(
                 identities=run / "identities.json",
-                pool=run / "pool.jsonl",
+                pool=run / "pool-mixed.jsonl",
                 out=run,
                 multiples=[float(m) for m in args.multiples.split(",")],
                 first_hold_s=args.first_hold,
@@ -792,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
             "preload_s": preload_s,
             "pool": args.pool,
             "pool_s": pool_s,
+            "demo_papers": len(papers),
             "prescribers": args.prescribers,
             "pharmacies": args.pharmacies,
             "patients": args.patients,

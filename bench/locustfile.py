@@ -69,10 +69,13 @@ class World:
                 self.add(entry)
 
     def add(self, entry: dict[str, Any]) -> None:
-        entry.setdefault("remaining", list(entry["quantities"]))
+        """A prescription's paper; from `ordonum demo` only the ID and token are known."""
+        quantities = entry.get("quantities")
+        entry.setdefault("remaining", None if quantities is None else list(quantities))
         entry.setdefault("visits", 0)
         self.pool.append(entry)
-        self.known.append((entry["id"], entry["nir"]))
+        if entry.get("nir"):
+            self.known.append((entry["id"], entry["nir"]))
 
     def take(self) -> dict[str, Any] | None:
         """A random prescription out of the pool (swap-remove: O(1))."""
@@ -220,9 +223,10 @@ class PharmacistUser(Persona):
         assert WORLD.ids is not None
         rng = WORLD.rng
         who = rng.choice(WORLD.ids.pharmacists)
-        manual = rng.random() < PLAN.p_manual
+        manual = rng.random() < PLAN.p_manual  # only papers whose access code we hold
         if WORLD.done and rng.random() < PLAN.p_late:
             entry = rng.choice(WORLD.done)  # the paper comes back after full dispensation
+            manual = manual and entry.get("access_code") is not None
             self.steps = [lambda: self.scan(entry, who, manual, late=True)]
             return
         taken = WORLD.take()
@@ -238,6 +242,7 @@ class PharmacistUser(Persona):
                 exception=RuntimeError("the pool of issued prescriptions is empty"),
             )
             return
+        manual = manual and taken.get("access_code") is not None
         self.steps = [lambda: self.scan(taken, who, manual, late=False)]
 
     def scan(self, entry: dict[str, Any], who: dict[str, str], manual: bool, late: bool) -> None:
@@ -251,9 +256,12 @@ class PharmacistUser(Persona):
             if not isinstance(answer, dict) or answer.get("id") != entry["id"]:
                 return "scan answered for another prescription"
             lines = answer.get("lines")
-            if not isinstance(lines, list) or len(lines) != len(entry["quantities"]):
-                return "scan lines do not match the prescription"
+            if not isinstance(lines, list) or not lines:
+                return "scan answer without lines"
             remaining = [line["remaining"] for line in sorted(lines, key=lambda x: x["line"])]
+            if entry["remaining"] is None:  # a demo prescription, first seen: learn it
+                entry["quantities"] = [line["quantity"] for line in lines]
+                entry["remaining"] = remaining
             expected = [0] * len(remaining) if late else entry["remaining"]
             if remaining != expected:
                 return f"remaining {remaining}, expected {expected}"
