@@ -91,16 +91,23 @@ def preload(data: Path, count: int, log: Path, tokens: Path | None = None) -> fl
 
 
 def demo_papers(tokens: Path, count: int, seed: int = 5) -> list[dict[str, Any]]:
-    """A sample of the pre-loaded prescriptions (``ID<TAB>token`` lines) for the scanners."""
+    """A sample of the pre-loaded prescriptions for the scanners (``demo --tokens`` TSV:
+    id, token, access_code, prescriber_rpps, patient_nir, with a header row)."""
     if count <= 0 or not tokens.exists():
         return []
-    lines = tokens.read_text().splitlines()
+    lines = tokens.read_text().splitlines()[1:]
     picked = random.Random(seed).sample(lines, min(count, len(lines)))
-    return [{"id": i, "token": t} for i, t in (line.split("\t", 1) for line in picked)]
+    papers = []
+    for line in picked:
+        rx, token, code = line.split("\t")[:3]
+        papers.append({"id": rx, "token": token, "access_code": code})
+    return papers
 
 
 @contextmanager
-def server(data: Path, port: int, cpus: str | None, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    data: Path, port: int, cpus: str | None, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``ordonum serve`` process; stopped (SIGTERM, then SIGKILL) on exit."""
     import httpx
 
@@ -108,8 +115,10 @@ def server(data: Path, port: int, cpus: str | None, log: Path) -> Iterator[subpr
         cpus,
         [*ordonum_cli(), "serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)],
     )
-    with log.open("wb") as f:  # the service's defaults: durable writes, JSON access log
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+    with log.open("ab") as f:  # the service's defaults unless told: durable writes, access log
+        proc = subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         try:
             deadline = time.monotonic() + 120
             while True:
@@ -307,31 +316,6 @@ class WrkResult:
     non_2xx: int
     requests: int
     note: str = ""
-
-
-def _ms(text: str) -> float:
-    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * f
-    return float(text)
-
-
-def parse_wrk(endpoint: str, out: str) -> WrkResult:
-    rps = p50 = p99 = math.nan
-    non_2xx = requests = 0
-    for line in out.splitlines():
-        words = line.split()
-        if line.startswith("Requests/sec:"):
-            rps = float(words[1])
-        elif len(words) == 2 and words[0] == "50%":
-            p50 = _ms(words[1])
-        elif len(words) == 2 and words[0] == "99%":
-            p99 = _ms(words[1])
-        elif "Non-2xx or 3xx responses:" in line:
-            non_2xx = int(words[-1])
-        elif "requests in" in line:
-            requests = int(words[0])
-    return WrkResult(endpoint, rps, p50, p99, non_2xx, requests)
 
 
 # --- analysis ----------------------------------------------------------------------------------
@@ -571,7 +555,8 @@ def summary_md(
     if wrk:
         lines += [
             "",
-            "Raw ceiling per endpoint (wrk, server alone on its core, wrk on the other):",
+            "Raw ceiling per endpoint (wrk with `make bench-http`'s script, after the locust run, "
+            "server restarted on the same data with the per-identity rate limit lifted):",
             "",
             "| endpoint | req/s | p50 ms | p99 ms | requests | non-2xx | note |",
             "|---|---:|---:|---:|---:|---:|---|",
@@ -745,8 +730,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pharmacies", type=int, default=3000)
     ap.add_argument("--patients", type=int, default=12000)
     ap.add_argument("--wrk-seconds", type=int, default=10, help="0 skips the wrk ceiling")
-    ap.add_argument("--wrk-connections", type=int, default=64)
-    ap.add_argument("--wrk-prescriptions", type=int, default=3000, help="issued for dispense")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
     ap.add_argument("--work", type=Path, default=None, help="work dir (default: a temp dir)")
     args = ap.parse_args(argv)
@@ -802,7 +785,11 @@ def main(argv: list[str] | None = None) -> int:
                 run / "locust.log",
             )
             print(f"  locust exited with {code}", flush=True)
-            wrk = run_wrk(url, ids, run, args) if args.wrk_seconds > 0 else []
+        wrk: list[WrkResult] = []
+        if args.wrk_seconds > 0:  # a fresh server, per-identity rate limit lifted (one bearer)
+            lifted = {"ORDONUM_RATE": "1000000", "ORDONUM_BURST": "1000000"}
+            with server(data, port, args.server_cpus, run / "server.log", lifted):
+                wrk = run_wrk(url, ids, run, args.wrk_seconds)
         import locust
 
         meta = {
@@ -839,92 +826,65 @@ def cpu_list(spec: str) -> list[int]:
     return cpus
 
 
-def run_wrk(
-    url: str, ids: loadkit.Identities, run: Path, args: argparse.Namespace
-) -> list[WrkResult]:
-    """The raw ceiling of scan and dispense: wrk replaying really issued prescriptions.
+def run_wrk(url: str, ids: loadkit.Identities, run: Path, seconds: int) -> list[WrkResult]:
+    """The raw ceiling of scan and dispense, with `make bench-http`'s wrk script and settings.
 
-    Scan: QR tokens of the pool, each with a pharmacist drawn from the identities. Dispense:
-    one pack per request, each with its own Idempotency-Key, on prescriptions issued for it
-    (20 packs a line) and scanned first by the pharmacist who dispenses them.
+    bench/bench_http.py's Lua script replays ``path<TAB>body`` lines with one bearer and a
+    fresh Idempotency-Key per request; here the scans replay the QR tokens of the pharmacists'
+    pool and the dispensations take one pack at a time from 500 prescriptions of 10,000
+    packs. The server must run with the per-identity rate limit lifted (one bearer).
     """
+    import bench_http
     import httpx
 
     if shutil.which("wrk") is None:
         print("wrk not found (apt-get install wrk): no raw ceiling", flush=True)
         return []
-    rng = random.Random(11)
-    issue_pool(url, ids, args.wrk_prescriptions, run / "wrk-pool.jsonl", quantity=20)
-    stock = list(loadkit.read_jsonl(run / "wrk-pool.jsonl"))
-    owner = {e["id"]: rng.choice(ids.pharmacists)["bearer"] for e in stock}
-
-    async def scan_all() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            sem = asyncio.Semaphore(16)
-
-            async def one(e: dict[str, Any]) -> None:
-                async with sem:
-                    r = await client.post(
-                        "/v1/scan",
-                        json={"token": e["token"]},
-                        headers={"Authorization": f"Bearer {owner[e['id']]}"},
-                    )
-                    r.raise_for_status()
-
-            await asyncio.gather(*(one(e) for e in stock))
-
-    asyncio.run(scan_all())
-    pool = list(loadkit.read_jsonl(run / "pool.jsonl"))
-    scans = [
-        ("POST", "/v1/scan", rng.choice(ids.pharmacists)["bearer"], {"token": e["token"]})
-        for e in pool + stock
-    ]
-    packs = [
-        (
-            "POST",
-            f"/v1/prescriptions/{e['id']}/dispensations",
-            owner[e["id"]],
-            {
-                "token": e["token"],
-                "lines": [{"line": line, "quantity": 1, "intervention": {"kind": "none"}}],
-            },
-        )
-        for e in stock
-        for line, q in enumerate(e["quantities"])
-        for _ in range(q)
-    ]
-    rng.shuffle(scans)
-    rng.shuffle(packs)
+    os.environ["BENCH_HTTP_SECONDS"] = str(seconds)
+    bench_http.DURATION = seconds
+    pharmacist = ids.pharmacists[0]["bearer"]
+    pool = list(loadkit.read_jsonl(run / "pool-mixed.jsonl"))
+    scans = run / "wrk-scan.txt"
+    scans.write_text("".join(f"/v1/scan\t{json.dumps({'token': e['token']})}\n" for e in pool))
+    meds = loadkit.load_medicines()
+    rng = random.Random(13)
+    lines = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(500):
+            body = loadkit.prescription_body(rng, rng.choice(ids.patients), meds, 10_000)
+            body["lines"] = body["lines"][:1]
+            doc = rng.choice(ids.prescribers)["bearer"]
+            r = client.post(
+                "/v1/prescriptions", json=body, headers={"Authorization": f"Bearer {doc}"}
+            )
+            r.raise_for_status()
+            one = {"line": 0, "quantity": 1, "intervention": {"kind": "none"}}
+            payload = {"token": r.json()["token"], "lines": [one]}
+            lines.append(
+                f"/v1/prescriptions/{r.json()['id']}/dispensations\t{json.dumps(payload)}\n"
+            )
+    packs = run / "wrk-dispense.txt"
+    packs.write_text("".join(lines))
+    script = run / "list.lua"
+    script.write_text(bench_http.LUA_LIST)
     out = []
-    for name, reqs, mode in (
-        ("scan (QR token)", scans, "cycle"),
-        ("dispense (1 pack)", packs, "unique"),
+    for name, file, note in (
+        ("scan (QR token)", scans, f"{len(pool):,} tokens in turn"),
+        ("dispense (1 pack, durable)", packs, "500 prescriptions, a fresh key each"),
     ):
-        path = run / f"wrk-{mode}.tsv"
-        path.write_text("".join(f"{m}\t{p}\t{b}\t{json.dumps(body)}\n" for m, p, b, body in reqs))
-        cmd = pinned(
-            args.locust_cpus,
-            [
-                "wrk",
-                "-t1",
-                f"-c{args.wrk_connections}",
-                f"-d{args.wrk_seconds}s",
-                "--latency",
-                "-s",
-                str(BENCH / "wrk" / "replay.lua"),
-                url,
-                "--",
-                str(path),
-                mode,
-                "1",
-            ],
-        )
         print(f"wrk: {name}...", flush=True)
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.wrk_seconds + 60)
-        (run / f"wrk-{mode}.log").write_text(res.stdout + res.stderr)
-        w = parse_wrk(name, res.stdout)
-        w.note = f"{len(reqs):,} distinct requests, {args.wrk_connections} connections"
-        out.append(w)
+        r = bench_http.wrk(url, script, file, {"BENCH_BEARER": pharmacist})
+        out.append(
+            WrkResult(
+                name,
+                r["rps"],
+                r["p50"],
+                r["p99"],
+                int(r["errors"]),
+                int(r["requests"]),
+                f"{note}; wrk -t2 -c{bench_http.CONNECTIONS} -d{seconds}s",
+            )
+        )
     return out
 
 

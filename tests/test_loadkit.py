@@ -6,7 +6,6 @@ must be right for its numbers to mean anything.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -233,22 +232,3 @@ def test_failures_above_a_thousandth_fail_the_gate(tmp_path: Path) -> None:
     results = load.analyse(rows, plan, t0, [], locust_cores=1)
     assert results[0].total.failure_ratio == pytest.approx(2 / round(1.05 * 1500), rel=0.02)
     assert not load.gate(results)[0]
-
-
-def test_wrk_output_is_parsed() -> None:
-    out = """Running 10s test @ http://127.0.0.1:8000/v1/scan
-  2 threads and 64 connections
-  Latency Distribution
-     50%    5.12ms
-     75%    6.00ms
-     90%    7.10ms
-     99%   12.34ms
-  81234 requests in 10.00s, 50.00MB read
-  Non-2xx or 3xx responses: 7
-Requests/sec:   8123.40
-Transfer/sec:      5.00MB
-"""
-    w = load.parse_wrk("scan", out)
-    assert (w.rps, w.p50_ms, w.p99_ms, w.requests, w.non_2xx) == (8123.4, 5.12, 12.34, 81234, 7)
-    assert load.parse_wrk("x", "     99%  1.50s\n").p99_ms == 1500
-    assert json.dumps(w.__dict__)
