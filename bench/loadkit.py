@@ -245,7 +245,8 @@ def load_medicines() -> list[Medicine]:
     """The marketed medicines of the list shipped in the package (`ordonum.medicines`)."""
     from ordonum import medicines
 
-    return [Medicine(m.cip13, m.name, m.presentation) for m in medicines.marketed()]
+    # the same call as the service's demo loader (ordonum/service/demo.py)
+    return [Medicine(m.cip13, m.name, m.presentation) for m in medicines.load() if m.marketed]
 
 
 DOSAGES = (
