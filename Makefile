@@ -59,6 +59,10 @@ bench-http: install ## wrk against one uvicorn worker: bare FastAPI baselines vs
 crash: install ## Long crash test of the store: 500 SIGKILL cycles (ORDONUM_CRASH_CYCLES overrides)
 	ORDONUM_CRASH_CYCLES=$${ORDONUM_CRASH_CYCLES:-500} $(BIN)/pytest tests/test_store_crash.py -q -p no:randomly
 
+.PHONY: load
+load: install ## National-peak load test (~8 min): 1 M preload, locust mix + wrk, report in bench/results/
+	$(BIN)/python bench/load.py
+
 .PHONY: clean
 clean: ## Remove build artefacts and the virtualenv
 	cargo clean
