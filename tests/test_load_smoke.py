@@ -21,10 +21,6 @@ sys.path.insert(0, str(BENCH))
 import load  # noqa: E402
 import loadkit  # noqa: E402
 
-# until the service (issue 5) and what it builds on are merged, there is nothing to load
-pytest.importorskip("ordonum.service.app", reason="no runnable service", exc_type=ImportError)
-pytest.importorskip("locust")
-
 
 @pytest.mark.slow
 def test_every_persona_gets_through_a_short_run_without_unexpected_failures(
