@@ -43,6 +43,10 @@ fn json_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {
     )))
 }
 
+thread_local! {
+    static GET_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(4096));
+}
+
 #[pyclass(name = "Store", module = "ordonum._core", frozen)]
 pub struct PyStore(Store);
 
@@ -95,8 +99,14 @@ impl PyStore {
         now_ms: Option<u64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let id = id_arg(rx_id)?;
-        let doc = py.detach(|| self.0.get(&id, now_ms))?;
-        Ok(PyBytes::new(py, &doc))
+        // The hot path: render into a per-thread buffer, copy once into the bytes object.
+        GET_BUFFER.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            buf.clear();
+            let out: &mut Vec<u8> = &mut buf;
+            py.detach(|| self.0.get_into(&id, now_ms, out))?;
+            Ok(PyBytes::new(py, out))
+        })
     }
 
     /// Documents of many prescriptions in one call (`None` where there is none).
