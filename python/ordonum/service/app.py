@@ -1,6 +1,7 @@
 """The FastAPI application: ``create_app(settings)``.
 
-The lifespan opens the services (keys created on first run, the store, the token vault) and
+The lifespan opens the services (keys created on first run, the backend: the embedded store
+and its token vault, or PostgreSQL) and
 closes them on shutdown; tests may pass ``services`` already open, which the app then neither
 opens nor closes. Middleware: one pure ASGI layer (:mod:`ordonum.service.middleware`).
 """
@@ -40,7 +41,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "Body too large",
         422: "Invalid body or parameters",
         429: "Rate limited, or manual entry locked (see Retry-After)",
-        503: "The store refuses writes after an I/O error",
+        503: "The store refuses writes after an I/O error, or PostgreSQL is unreachable",
     }.items()
 }
 
@@ -95,18 +96,18 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     """The service's ASGI app. ``settings`` default to :meth:`Settings.from_env`."""
     settings = settings or Settings.from_env()
     given = services
-    metrics = Metrics(given.store.stats if given is not None else None)
+    metrics = Metrics(given.backend.stats if given is not None else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = given if given is not None else Services.open(settings)
+        svc = given if given is not None else await Services.open(settings)
         app.state.services = svc
-        metrics.gauges = svc.store.stats
+        metrics.gauges = svc.backend.stats
         try:
             yield
         finally:
             if given is None:
-                svc.close()
+                await svc.close()
 
     app = FastAPI(
         title="ordonum",
@@ -129,7 +130,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     @app.get("/healthz", tags=["operations"], response_model=Health)
     async def healthz(request: Request) -> Response:
         svc = services_of(request)
-        return json_response({"status": "ok", "prescriptions": len(svc.store)})
+        return json_response(
+            {"status": "ok", "prescriptions": await svc.backend.count(), "store": svc.backend.kind}
+        )
 
     @app.get(
         "/metrics",

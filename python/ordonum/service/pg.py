@@ -36,7 +36,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
@@ -66,7 +66,7 @@ def _canonical(rx_id: str) -> str:
     return parse_id(rx_id).text
 
 
-def _failed(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def _failed(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Database and connection errors become StoreFailed (503); domain errors pass."""
 
     @functools.wraps(fn)

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ordonum import InvalidId, InvalidToken, NotFound, parse_access_code, parse_id, verify_token
-from ordonum.service.deps import JSON, authenticate, blocking, services
+from ordonum.service.deps import JSON, authenticate, services
 from ordonum.service.fastroute import FastRoute, read_body
 from ordonum.service.models import PrescriptionDoc, ScanByCode, ScanByToken
 from ordonum.service.problems import ProblemError, not_found
@@ -33,12 +33,12 @@ from ordonum.service.state import Services
 async def _miss(svc: Services, code: str, actor: str) -> Response:
     """The uniform 404, after the same store work as a hit (through the same thread pool)."""
     with contextlib.suppress(NotFound, ValueError):
-        await blocking(svc, svc.store.scan, svc.dummy_id, code, actor=actor)
+        await svc.backend.scan(svc.dummy_id, code, actor=actor)
     return not_found()
 
 
-def locked(svc: Services, rx_id: str) -> None:
-    wait = svc.lockout.retry_after(rx_id)
+async def locked(svc: Services, rx_id: str) -> None:
+    wait = await svc.backend.lockout_retry_after(rx_id)
     if wait:
         raise ProblemError(
             429,
@@ -73,25 +73,24 @@ async def scan(request: Request) -> Response:
         manual = False
     else:
         key = lockout_key(body.id)
-        locked(svc, key)
+        await locked(svc, key)
         manual = True
         try:
             rx_id = parse_id(body.id).text
             code = parse_access_code(body.access_code)
         except ValueError:  # InvalidId or a malformed code
-            svc.lockout.failed(key)
+            await svc.backend.lockout_failed(key)
             return await _miss(svc, svc.dummy_code, actor)
     try:
-        # The store logs the access durably (it waits for the journal's fdatasync): a
-        # worker thread, never the event loop.
-        doc = await blocking(svc, svc.store.scan, rx_id, code, actor=actor)
+        # The backend logs the access durably before it answers.
+        doc = await svc.backend.scan(rx_id, code, actor=actor)
     except (NotFound, ValueError):
         if manual:
-            svc.lockout.failed(rx_id)
+            await svc.backend.lockout_failed(rx_id)
         return not_found()
     if manual:
-        svc.lockout.succeeded(rx_id)
-    return Response(svc.lines.document(doc), media_type=JSON)
+        await svc.backend.lockout_succeeded(rx_id)
+    return Response(doc, media_type=JSON)
 
 
 FAST = [
