@@ -21,7 +21,7 @@ from ordonum.service.deps import json_response
 from ordonum.service.deps import services as services_of
 from ordonum.service.fastroute import document
 from ordonum.service.metrics import Metrics
-from ordonum.service.middleware import RequestMiddleware
+from ordonum.service.middleware import RequestMiddleware, configure_logging
 from ordonum.service.models import Health
 from ordonum.service.problems import PROBLEM_MEDIA_TYPE, Problem, install_problem_handlers
 from ordonum.service.routes import dispensations, me, prescriptions, scan
@@ -94,7 +94,9 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     """The service's ASGI app. ``settings`` default to :meth:`Settings.from_env`."""
-    settings = settings or Settings.from_env()
+    if settings is None:  # the app factory of `ordonum serve --workers N`: one per process
+        settings = Settings.from_env()
+        configure_logging(settings.log_level)
     given = services
     metrics = Metrics(given.backend.stats if given is not None else None)
 
