@@ -35,7 +35,7 @@ def main() -> None:
             os.write(1, f"S {key}\n".encode())
             answer = json.loads(
                 store.dispense(
-                    rx, dispensation((1, 1)), idempotency_key=key, access_code=CODE, now_ms=at
+                    rx, dispensation((0, 1)), idempotency_key=key, access_code=CODE, now_ms=at
                 )
             )
             os.write(1, f"A {rx} {answer['dispensation_id']} {at} {key}\n".encode())

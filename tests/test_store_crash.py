@@ -121,7 +121,7 @@ DISK_FULL_CHILD = textwrap.dedent(
         rx = ids[n % len(ids)]
         before = [s.get(r, now_ms=T0) for r in ids]
         try:
-            s.dispense(rx, dispensation((1, 1)), idempotency_key=f"k{n}",
+            s.dispense(rx, dispensation((0, 1)), idempotency_key=f"k{n}",
                        access_code=CODE, now_ms=T0)
         except StoreFailed as e:
             failure = {"key": f"k{n}", "errno": e.errno,
@@ -176,7 +176,7 @@ def test_disk_full_fails_the_write_and_leaves_the_index_unchanged(tmp_path: Path
         assert count == len(result["acked"])
         answer = json.loads(
             s.dispense(
-                ids[0], dispensation((1, 1)), idempotency_key="after", access_code=CODE, now_ms=T0
+                ids[0], dispensation((0, 1)), idempotency_key="after", access_code=CODE, now_ms=T0
             )
         )
         assert answer["replayed"] is False

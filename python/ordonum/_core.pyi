@@ -467,7 +467,9 @@ class Store:
     ``bytes`` or ``str`` (unknown fields refused, :class:`InvalidRecord` names the field);
     JSON outputs are ``bytes`` ready to send. A malformed ID argument raises
     :class:`InvalidId`; a non-``str`` where ``str`` is expected raises ``TypeError``.
-    Every call releases the GIL while it waits for a lock or the journal.
+    Every call releases the GIL while it waits for a lock or the journal. A prescription's
+    lines are numbered from 0 everywhere: in documents, in a dispensation's ``line`` and in
+    messages.
     """
 
     @staticmethod

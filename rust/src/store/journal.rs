@@ -7,20 +7,25 @@
 //! <dir>/snap-<segment>.snap                snapshot covering every segment below <segment>
 //! <dir>/LOCK                               flock'ed by the process that has the store open
 //!
-//! segment  = "ORDJRNL1" record*
-//! snapshot = "ORDSNAP1" record(entry)* record(trailer)
+//! segment  = "ORDJRNL2" record*
+//! snapshot = "ORDSNAP2" record(entry)* record(trailer)
 //! record   = len u32 LE | crc u32 LE | payload (len bytes, 1 ≤ len ≤ 16 MiB)
 //!            crc = CRC32C(len bytes ‖ payload), so a torn or altered length is caught too
 //! payload  = kind u8 | lsn varint | body            (journal events, model.rs `Event`)
 //!            kind 1 create: content bytes (model.rs layout)
 //!            kind 2 dispense: id 10 | at varint | key str | finess 9 | rpps 11 | n u8 |
 //!                   n × (line u8, quantity varint, cip13 0|1+13, kind u8, motif opt str,
-//!                        agreed_at 0|1+varint)
+//!                        agreed_at 0|1+varint)      line: numbered from 0
 //!            kind 3 cancel: id 10 | at varint      kind 4 consent: id 10 | allowed u8 | at
 //!            kind 5 scan: id 10 | at varint | actor str        (str = varint len + UTF-8)
 //! entry    = 0x10 | content (varint len + bytes) | 0|1 + dynamic (snapshot.rs)
 //! trailer  = 0x7F | entry count varint | next lsn varint
 //! ```
+//! Format history (the magic's last character; nothing older than 2 was ever released, and
+//! an older file is refused by name, never misread): 1 numbered a prescription's lines
+//! from 1 in dispense records and snapshot entries; 2 numbers them from 0, like the HTTP
+//! contract.
+//!
 //! LSNs increase by one per record across segments. Recovery reads every record; at the
 //! first record that does not check out it looks for any valid record further on: if there
 //! is one, this is corruption in the middle and the open fails with the file and offset;
@@ -53,7 +58,7 @@ use super::index::Index;
 use super::model::Event;
 use super::StoreError;
 
-pub const SEGMENT_MAGIC: &[u8; 8] = b"ORDJRNL1";
+pub const SEGMENT_MAGIC: &[u8; 8] = b"ORDJRNL2";
 pub const FRAME_HEADER: usize = 8;
 pub const MAX_PAYLOAD: usize = 16 << 20;
 
@@ -100,6 +105,18 @@ pub fn scan_records(
     if buf.len() < magic.len() || &buf[..magic.len()] != magic {
         if tail && buf.len() < magic.len() && magic.starts_with(buf) {
             return Ok((Vec::new(), 0));
+        }
+        if let Some(found) = buf.get(..magic.len()).filter(|h| h[..7] == magic[..7]) {
+            return Err(StoreError::Failed {
+                errno: None,
+                message: format!(
+                    "{} is in format {}, this version reads {} only (the formats are listed in \
+                     journal.rs; no release wrote the older one: reload the data)",
+                    path.display(),
+                    String::from_utf8_lossy(found),
+                    String::from_utf8_lossy(magic),
+                ),
+            });
         }
         return Err(corrupt(path, 0, "bad file header"));
     }

@@ -644,7 +644,7 @@ fn replayed(slot: &Slot, d: &Dispensation, out: &mut Vec<u8>) -> Option<Result<(
     let mut delivered = vec![0u32; lines.len()];
     for x in &dy.dispensations[..=k] {
         for l in x.lines.iter() {
-            if let Some(v) = delivered.get_mut(usize::from(l.line).wrapping_sub(1)) {
+            if let Some(v) = delivered.get_mut(usize::from(l.line)) {
                 *v = v.saturating_add(l.quantity);
             }
         }
@@ -689,10 +689,13 @@ fn check_dispensation(slot: &Slot, d: &Dispensation, now: u64) -> Result<Vec<u32
         lines.iter().enumerate().map(|(i, l)| l.allowance().saturating_sub(delivered(i))).collect();
     for (i, l) in d.lines.iter().enumerate() {
         let n = usize::from(l.line);
-        let Some(pl) = lines.get(n.wrapping_sub(1)) else {
+        let (Some(pl), Some(r)) = (lines.get(n), remaining.get_mut(n)) else {
             return Err(model::invalid(
                 format!("lines[{i}].line"),
-                format!("the prescription has {} lines, got line {n}", lines.len()),
+                format!(
+                    "the prescription has {} lines, numbered from 0, got line {n}",
+                    lines.len()
+                ),
             ));
         };
         if l.kind == Intervention::Substitution && !pl.substitutable {
@@ -709,7 +712,6 @@ fn check_dispensation(slot: &Slot, d: &Dispensation, now: u64) -> Result<Vec<u32
                 }
             }
         }
-        let r = &mut remaining[n - 1];
         if l.quantity > *r {
             return Err(StoreError::Conflict(format!(
                 "over-dispensing: line {n} has {r} units remaining, {} requested",

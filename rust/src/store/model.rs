@@ -313,7 +313,7 @@ impl Intervention {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispensedLine {
-    /// 1-based line number in the prescription.
+    /// Line number in the prescription, from 0 (the HTTP contract's numbering).
     pub line: u8,
     pub quantity: u32,
     pub cip13: Option<[u8; 13]>,
@@ -407,7 +407,7 @@ impl Dynamic {
     }
     pub fn add(&mut self, d: Dispensation) {
         for l in d.lines.iter() {
-            if let Some(slot) = self.delivered.get_mut(usize::from(l.line).wrapping_sub(1)) {
+            if let Some(slot) = self.delivered.get_mut(usize::from(l.line)) {
                 *slot = slot.saturating_add(l.quantity);
             }
         }
@@ -782,8 +782,11 @@ pub fn parse_dispensation(json: &[u8], key: &str, now: u64) -> Result<Dispensati
     let mut lines: Vec<DispensedLine> = Vec::with_capacity(r.lines.len());
     for (i, l) in r.lines.iter().enumerate() {
         let f = |name: &str| format!("lines[{i}].{name}");
-        if l.line == 0 || l.line as usize > MAX_LINES {
-            return Err(invalid(f("line"), format!("line numbers start at 1, got {}", l.line)));
+        if l.line as usize >= MAX_LINES {
+            return Err(invalid(
+                f("line"),
+                format!("line numbers run from 0 to {}, got {}", MAX_LINES - 1, l.line),
+            ));
         }
         if lines.iter().any(|o| u32::from(o.line) == l.line) {
             return Err(invalid(f("line"), format!("line {} appears twice", l.line)));

@@ -22,7 +22,7 @@ use super::journal::{corrupt, frame, scan_records, sync_dir};
 use super::model::{put_varint, Content, Dec, Dynamic, PERSISTENT_FLAGS};
 use super::StoreError;
 
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"ORDSNAP1";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"ORDSNAP2";
 const ENTRY: u8 = 0x10;
 const TRAILER: u8 = 0x7F;
 

@@ -10,8 +10,8 @@ signature check.
 Manual entry of an ID locks after a burst of wrong codes (429 + Retry-After); the QR path
 never locks.
 
-Hot path: the store's document bytes go out as they are (no Python JSON round trip; see
-:mod:`ordonum.service.lines` for the one exception while the store numbers lines from 1).
+Hot path: the store's document bytes go out as they are (no Python JSON round trip: the
+store numbers lines from 0, like the HTTP contract).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ async def scan(request: Request) -> Response:
         return not_found()
     if manual:
         svc.lockout.succeeded(rx_id)
-    return Response(svc.lines.document(doc), media_type=JSON)
+    return Response(doc, media_type=JSON)
 
 
 FAST = [
