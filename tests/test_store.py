@@ -230,6 +230,31 @@ def test_scan_checks_the_code_and_logs_the_access(store: Store, gen: IdGenerator
     assert len(load(store.access_log(rx))["access_log"]) == 2
 
 
+def test_scan_is_logged_at_once_and_survives_reopen(tmp_path: Path, gen: IdGenerator) -> None:
+    # A long sync delay: nothing is fsynced during the test unless someone waits for it.
+    rx = gen.new()
+    with Store.open(tmp_path, sync="delay", sync_delay_ms=10_000) as s:
+        s.create(record(rx), now_ms=T0)
+        fsyncs = s.stats()["fsyncs"]
+        s.scan(rx, CODE, actor="finess:750000001", now_ms=T0 + 1)
+        assert [a["actor"] for a in load(s.access_log(rx))["access_log"]] == ["finess:750000001"]
+        assert s.stats()["fsyncs"] == fsyncs
+    with Store.open(tmp_path) as s:
+        assert load(s.access_log(rx))["access_log"] == [
+            {"at": "2025-06-15T15:06:40.001Z", "actor": "finess:750000001", "action": "scan"}
+        ]
+        # Scans between checkpoints come back exactly once (snapshot + journal replay).
+        s.scan(rx, CODE, actor="finess:750000002", now_ms=T0 + 2)
+        s.checkpoint()
+        s.scan(rx, CODE, actor="finess:750000003", now_ms=T0 + 3)
+    with Store.open(tmp_path) as s:
+        actors = [a["actor"] for a in load(s.access_log(rx))["access_log"]]
+        assert actors == ["finess:750000001", "finess:750000002", "finess:750000003"]
+        s.close()
+        with pytest.raises(StoreFailed, match=r"^the store is closed$"):
+            s.scan(rx, CODE, actor="finess:750000004")
+
+
 def test_by_patient_newest_first_with_cursor(store: Store, gen: IdGenerator) -> None:
     mine = [gen.new() for _ in range(7)]
     other = gen.new()

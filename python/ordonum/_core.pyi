@@ -503,9 +503,19 @@ class Store:
         """Documents of many prescriptions in one call (``None`` where there is none)."""
 
     def scan(self, rx_id: str, access_code: str, *, actor: str, now_ms: int | None = None) -> bytes:
-        """Check the access code (constant time), log the access durably, return the document.
+        """Check the access code (constant time), log the access, return the document.
 
         A missing ID, a wrong code and a malformed code raise the same :class:`NotFound`.
+
+        Unlike every other write, a scan does not wait for the journal: its access-log entry
+        is visible at once (:meth:`access_log`) and its record is appended to the journal's
+        next group commit, so the call costs microseconds and may run on an event loop. The
+        promise, exactly: a crash of the process or of the machine may lose the access-log
+        entries of scans acknowledged in the last commit window (about one fdatasync; with
+        ``sync="delay"``, up to ``sync_delay_ms`` more for a machine crash); any write
+        acknowledged after a scan makes that scan durable too. Dispensations, creations,
+        cancellations and consent still wait. Raises :class:`StoreFailed` once the journal
+        has failed or the store is closed (a scan is never served without its log entry).
         """
 
     def dispense(

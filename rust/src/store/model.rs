@@ -393,9 +393,13 @@ pub struct Access {
 /// untouched prescription costs one null pointer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dynamic {
-    /// LSN of the last dispensation or scan applied: replay skips events at or below it,
+    /// LSN of the last dispensation applied: replay skips dispensations at or below it,
     /// which makes a fuzzy snapshot plus the journal after it exact.
     pub last_lsn: u64,
+    /// The same for scans (`access`). Apart from `last_lsn` because a scan is applied by
+    /// its caller at once, possibly before a dispensation with a lower LSN that is still
+    /// waiting for its fdatasync (see `Journal::append`).
+    pub access_lsn: u64,
     pub delivered: Box<[u32]>,
     pub dispensations: Vec<Dispensation>,
     pub access: Vec<Access>,
@@ -419,6 +423,7 @@ impl Dynamic {
         for d in &self.dispensations {
             d.encode(out);
         }
+        put_varint(out, self.access_lsn);
         put_varint(out, self.access.len() as u64);
         for a in &self.access {
             put_varint(out, a.at);
@@ -432,6 +437,7 @@ impl Dynamic {
         for _ in 0..n {
             dy.add(Dispensation::decode(d)?);
         }
+        dy.access_lsn = d.varint()?;
         let n = d.varint()?;
         for _ in 0..n {
             let at = d.varint()?;

@@ -161,6 +161,95 @@ fn durable_state_survives_reopen_and_checkpoint() {
 }
 
 #[test]
+fn a_scan_is_logged_at_once_and_waits_for_no_write_or_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = ids(1)[0];
+    {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        s.create(&record(&id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
+        let before = (stat(&s, "records"), stat(&s, "batches"), stat(&s, "fsyncs"));
+        s.stall_journal(true);
+        // The writer is stalled: a scan that waited for its record would never return.
+        let doc = json(&s.scan(&id, CODE, "pharmacy:1", Some(T0 + 1)).unwrap());
+        assert_eq!(doc["id"], id.to_string());
+        s.scan(&id, CODE, "pharmacy:2", Some(T0 + 2)).unwrap();
+        let log = json(&s.access_log(&id).unwrap());
+        let actors: Vec<&str> = log["access_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["actor"].as_str().unwrap())
+            .collect();
+        assert_eq!(actors, ["pharmacy:1", "pharmacy:2"]);
+        assert_eq!((stat(&s, "records"), stat(&s, "batches"), stat(&s, "fsyncs")), before);
+        // A dispensation does wait for its fdatasync.
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| s.dispense(&id, &disp(&[(0, 1)]), "k", CODE, Some(T0 + 3)));
+            std::thread::sleep(Duration::from_millis(150));
+            assert!(!h.is_finished(), "a dispensation returned before its record was written");
+            s.stall_journal(false);
+            h.join().unwrap().unwrap();
+        });
+        // The scans went out with (or before) the dispensation's batch.
+        assert_eq!(stat(&s, "records"), before.0 + 3);
+        assert!(stat(&s, "fsyncs") > before.2);
+    }
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    let log = json(&s.access_log(&id).unwrap());
+    assert_eq!(log["access_log"].as_array().unwrap().len(), 2);
+    assert_eq!(log["access_log"][1]["actor"], "pharmacy:2");
+    assert_eq!(json(&s.dispensations(&id).unwrap())["dispensations"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn scans_racing_a_pending_dispensation_keep_both_across_a_snapshot() {
+    // A scan applied at once may get a higher LSN than a dispensation of the same
+    // prescription still waiting for its fdatasync: the two watermarks keep replay exact.
+    let dir = tempfile::tempdir().unwrap();
+    let id = ids(1)[0];
+    let want = {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        s.create(&record(&id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
+        s.stall_journal(true);
+        let lsn = stat(&s, "next_lsn");
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| s.dispense(&id, &disp(&[(0, 1)]), "k", CODE, Some(T0 + 1)));
+            // Wait until the dispensation has its LSN (queued, BUSY), then scan past it.
+            while stat(&s, "next_lsn") == lsn {
+                std::thread::yield_now();
+            }
+            assert!(s.index.with(&id, |slot| slot.busy()).unwrap());
+            s.scan(&id, CODE, "pharmacy:1", Some(T0 + 2)).unwrap();
+            s.stall_journal(false);
+            h.join().unwrap().unwrap();
+        });
+        s.checkpoint().unwrap();
+        s.scan(&id, CODE, "pharmacy:2", Some(T0 + 3)).unwrap();
+        s.dispense(&id, &disp(&[(0, 1)]), "k2", CODE, Some(T0 + 4)).unwrap();
+        (s.get(&id, Some(T0 + 5)).unwrap(), s.access_log(&id).unwrap())
+    };
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    assert_eq!((s.get(&id, Some(T0 + 5)).unwrap(), s.access_log(&id).unwrap()), want);
+    assert_eq!(json(&want.0)["lines"][0]["remaining"], 3);
+    assert_eq!(json(&want.1)["access_log"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_scan_after_a_journal_failure_or_close_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = ids(1)[0];
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    s.create(&record(&id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
+    s.close().unwrap();
+    assert_eq!(s.scan(&id, CODE, "pharmacy:1", Some(T0 + 1)), Err(StoreError::closed()));
+    assert_eq!(json(&s.access_log(&id).unwrap())["access_log"].as_array().unwrap().len(), 0);
+    let m = Store::memory();
+    m.create(&record(&id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
+    m.close().unwrap();
+    assert_eq!(m.scan(&id, CODE, "pharmacy:1", Some(T0 + 1)), Err(StoreError::closed()));
+}
+
+#[test]
 fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
