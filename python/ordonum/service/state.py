@@ -10,7 +10,6 @@ from pathlib import Path
 from ordonum import IdGenerator, Store, issue_token
 from ordonum.service.auth import JwksKeys, TokenVerifier
 from ordonum.service.keys import QrKeys, ensure_keys, load_qr_keys
-from ordonum.service.lines import LineNumbers, probe_store_first_line
 from ordonum.service.ratelimit import Lockout, RateLimiter
 from ordonum.service.settings import Settings
 from ordonum.service.vault import TokenVault
@@ -36,7 +35,6 @@ class Services:
     executor: ThreadPoolExecutor
     dummy_id: str
     dummy_code: str
-    lines: LineNumbers
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -79,7 +77,6 @@ class Services:
             executor=ThreadPoolExecutor(settings.write_threads, thread_name_prefix="ordonum-w"),
             dummy_id=dummy_id,
             dummy_code=issue_token(qr.signing, dummy_id).access_code,
-            lines=LineNumbers(probe_store_first_line()),
         )
         log.info(
             "store opened",

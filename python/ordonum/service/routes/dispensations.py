@@ -75,7 +75,7 @@ async def dispense(request: Request) -> Response:
             "pharmacist_rpps": principal.rpps,
             "lines": [
                 {
-                    "line": svc.lines.to_store(line.line),
+                    "line": line.line,
                     "quantity": line.quantity,
                     "cip13": line.cip13,
                     "intervention": {
@@ -109,7 +109,7 @@ async def dispense(request: Request) -> Response:
         return not_found()
     if manual:
         svc.lockout.succeeded(rx_id)
-    return Response(svc.lines.document(out), status_code=201, media_type=JSON)
+    return Response(out, status_code=201, media_type=JSON)
 
 
 FAST = [
@@ -150,4 +150,4 @@ async def dispensations(
     rx_id, (_, _, consent) = owned(svc, id, principal)
     if principal.role == "prescriber" and not consent:
         raise ProblemError(403, "the patient does not allow the prescriber to see dispensations")
-    return json_response(svc.lines.document(svc.store.dispensations(rx_id)))
+    return json_response(svc.store.dispensations(rx_id))
