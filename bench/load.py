@@ -831,7 +831,7 @@ def run_wrk(url: str, ids: loadkit.Identities, run: Path, seconds: int) -> list[
 
     bench/bench_http.py's Lua script replays ``path<TAB>body`` lines with one bearer and a
     fresh Idempotency-Key per request; here the scans replay the QR tokens of the pharmacists'
-    pool and the dispensations take one pack at a time from 500 prescriptions of 10,000
+    pool and the dispensations take one pack at a time from 500 prescriptions of 9,999
     packs. The server must run with the per-identity rate limit lifted (one bearer).
     """
     import bench_http
@@ -851,7 +851,7 @@ def run_wrk(url: str, ids: loadkit.Identities, run: Path, seconds: int) -> list[
     lines = []
     with httpx.Client(base_url=url, timeout=30) as client:
         for _ in range(500):
-            body = loadkit.prescription_body(rng, rng.choice(ids.patients), meds, 10_000)
+            body = loadkit.prescription_body(rng, rng.choice(ids.patients), meds, 9_999)
             body["lines"] = body["lines"][:1]
             doc = rng.choice(ids.prescribers)["bearer"]
             r = client.post(
