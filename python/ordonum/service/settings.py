@@ -26,9 +26,12 @@ variable                       meaning                                     defau
 ``ORDONUM_WRITE_THREADS``      worker threads for durable writes           ``64``
 ``ORDONUM_NODE``               ID generator node number (unique per        ``1``
                                issuing process)
-``ORDONUM_AUTH_CACHE``         verified bearer tokens kept (until exp)     ``10000``
+``ORDONUM_AUTH_CACHE``         verified bearer tokens kept (until exp)     ``100000``
 ``ORDONUM_LOG_LEVEL``          ``debug``, ``info``, ``warning``, ...       ``info``
 ``ORDONUM_ACCESS_LOG``         one JSON log line per request (``0``/``1``) ``1``
+``ORDONUM_OTEL``               FastAPI's native OpenTelemetry spans,       ``0``
+                               metrics and logs (``0``/``1``; needs an
+                               OpenTelemetry SDK configured)
 =============================  ==========================================  ====================
 """
 
@@ -73,9 +76,10 @@ class Settings:
     sync: str = "always"
     write_threads: int = 64
     node: int = 1
-    auth_cache: int = 10000
+    auth_cache: int = 100_000
     log_level: str = "info"
     access_log: bool = True
+    otel: bool = False
 
     def __post_init__(self) -> None:
         if self.sync not in {"always", "delay"}:
@@ -127,6 +131,7 @@ class Settings:
             "auth_cache": "ORDONUM_AUTH_CACHE",
             "log_level": "ORDONUM_LOG_LEVEL",
             "access_log": "ORDONUM_ACCESS_LOG",
+            "otel": "ORDONUM_OTEL",
         }
         kinds = {f.name: f.type for f in fields(cls)}
         values: dict[str, Any] = {}
