@@ -169,7 +169,7 @@ def durable_round(directory: Path, threads: int, writes: int) -> Callable[[], No
     for rx in ids:
         store.create(record(rx, lines=[(9_999, 0)], valid_until_ms=T0 + 80 * 86_400_000), now_ms=T0)
     counter = iter(range(10**9))
-    body = dispensation((1, 1))
+    body = dispensation((0, 1))
     per_thread = writes // threads
 
     def one(rx: str, base: int) -> None:
@@ -210,7 +210,7 @@ def test_durable_dispense_ordonum(benchmark: Any, disk_dir: Path, threads: int) 
 def test_durable_naive_write_fdatasync_loop(benchmark: Any, disk_dir: Path) -> None:
     """The baseline: one write and one fdatasync per record, as a naive logger would."""
     writes = WRITES if not benchmark.disabled else 64
-    payload = dispensation((1, 1)).encode() + b"\n"
+    payload = dispensation((0, 1)).encode() + b"\n"
     fd = os.open(disk_dir / "naive.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
 

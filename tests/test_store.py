@@ -45,7 +45,7 @@ def test_create_returns_the_document(store: Store, gen: IdGenerator) -> None:
         "prescriber_may_view_dispensations": True,
         "lines": [
             {
-                "line": 1,
+                "line": 0,
                 "label": "Amoxicilline 0",
                 "cip13": "3400930000001",
                 "dosage": "1 gélule matin et soir",
@@ -55,7 +55,7 @@ def test_create_returns_the_document(store: Store, gen: IdGenerator) -> None:
                 "remaining": 4,
             },
             {
-                "line": 2,
+                "line": 1,
                 "label": "Amoxicilline 1",
                 "cip13": None,
                 "dosage": "1 gélule matin et soir",
@@ -77,19 +77,19 @@ def test_lifecycle_with_renewals(store: Store, gen: IdGenerator) -> None:
     store.create(record(rx, lines=[(2, 1), (1, 0)]), now_ms=T0)
     first = load(
         store.dispense(
-            rx, dispensation((1, 2)), idempotency_key="a", access_code=CODE, now_ms=T0 + 1
+            rx, dispensation((0, 2)), idempotency_key="a", access_code=CODE, now_ms=T0 + 1
         )
     )
     assert first == {
         "dispensation_id": f"{rx}/1",
         "status": "partially_dispensed",
-        "lines": [{"line": 1, "remaining": 2}, {"line": 2, "remaining": 1}],
+        "lines": [{"line": 0, "remaining": 2}, {"line": 1, "remaining": 1}],
         "replayed": False,
     }
     assert load(store.get(rx, now_ms=T0 + 1))["status"] == "partially_dispensed"
     # The renewal: the same line again, up to quantity x (1 + renewals).
     store.dispense(
-        rx, dispensation((1, 2), (2, 1)), idempotency_key="b", access_code=CODE, now_ms=T0 + 2
+        rx, dispensation((0, 2), (1, 1)), idempotency_key="b", access_code=CODE, now_ms=T0 + 2
     )
     doc = load(store.get(rx, now_ms=T0 + 3))
     assert doc["status"] == "dispensed"
@@ -102,7 +102,7 @@ def test_lifecycle_with_renewals(store: Store, gen: IdGenerator) -> None:
         "pharmacist_rpps": "20000000001",
         "lines": [
             {
-                "line": 1,
+                "line": 0,
                 "quantity": 2,
                 "cip13": None,
                 "intervention": {"kind": "none", "motif": None, "prescriber_agreed_at": None},
@@ -112,7 +112,7 @@ def test_lifecycle_with_renewals(store: Store, gen: IdGenerator) -> None:
     assert load(store.dispensations(rx)) == {"dispensations": doc["dispensations"]}
     with pytest.raises(Conflict, match=rf"^prescription {rx} is already fully dispensed$"):
         store.dispense(
-            rx, dispensation((1, 1)), idempotency_key="c", access_code=CODE, now_ms=T0 + 4
+            rx, dispensation((0, 1)), idempotency_key="c", access_code=CODE, now_ms=T0 + 4
         )
     with pytest.raises(
         Conflict, match=rf"^prescription {rx} is fully dispensed and can no longer be cancelled$"
@@ -126,24 +126,24 @@ def test_idempotency_key_returns_the_first_answer_and_writes_nothing(
     rx = gen.new()
     store.create(record(rx, lines=[(5, 0)]), now_ms=T0)
     a = store.dispense(
-        rx, dispensation((1, 2)), idempotency_key="k", access_code=CODE, now_ms=T0 + 1
+        rx, dispensation((0, 2)), idempotency_key="k", access_code=CODE, now_ms=T0 + 1
     )
-    store.dispense(rx, dispensation((1, 1)), idempotency_key="k2", access_code=CODE, now_ms=T0 + 2)
+    store.dispense(rx, dispensation((0, 1)), idempotency_key="k2", access_code=CODE, now_ms=T0 + 2)
     records = store.stats()["records"]
     again = load(
         store.dispense(
-            rx, dispensation((1, 2)), idempotency_key="k", access_code=CODE, now_ms=T0 + 3
+            rx, dispensation((0, 2)), idempotency_key="k", access_code=CODE, now_ms=T0 + 3
         )
     )
     assert again == {**load(a), "replayed": True}
-    assert again["lines"] == [{"line": 1, "remaining": 3}]  # as of the first answer
+    assert again["lines"] == [{"line": 0, "remaining": 3}]  # as of the first answer
     assert store.stats()["records"] == records
     assert len(load(store.dispensations(rx))["dispensations"]) == 2
     with pytest.raises(
         Conflict, match=r'^idempotency key "k" was already used for a different dispensation$'
     ):
         store.dispense(
-            rx, dispensation((1, 1)), idempotency_key="k", access_code=CODE, now_ms=T0 + 4
+            rx, dispensation((0, 1)), idempotency_key="k", access_code=CODE, now_ms=T0 + 4
         )
 
 
@@ -151,10 +151,10 @@ def test_over_dispensing_is_refused_whole(store: Store, gen: IdGenerator) -> Non
     rx = gen.new()
     store.create(record(rx, lines=[(2, 0), (1, 0)]), now_ms=T0)
     with pytest.raises(
-        Conflict, match=r"^over-dispensing: line 2 has 1 units remaining, 2 requested$"
+        Conflict, match=r"^over-dispensing: line 1 has 1 units remaining, 2 requested$"
     ):
         store.dispense(
-            rx, dispensation((1, 1), (2, 2)), idempotency_key="k", access_code=CODE, now_ms=T0
+            rx, dispensation((0, 1), (1, 2)), idempotency_key="k", access_code=CODE, now_ms=T0
         )
     assert [ln["remaining"] for ln in load(store.get(rx))["lines"]] == [2, 1]  # all lines or none
 
@@ -166,7 +166,7 @@ def test_expired_is_derived_from_valid_until(store: Store, gen: IdGenerator) -> 
     assert load(store.get(rx, now_ms=T0 + DAY + 1))["status"] == "expired"
     with pytest.raises(Conflict, match=rf"^prescription {rx} expired at 2025-06-16T15:06:40.000Z$"):
         store.dispense(
-            rx, dispensation((1, 1)), idempotency_key="k", access_code=CODE, now_ms=T0 + DAY + 1
+            rx, dispensation((0, 1)), idempotency_key="k", access_code=CODE, now_ms=T0 + DAY + 1
         )
 
 
@@ -191,7 +191,7 @@ def test_cancel(store: Store, gen: IdGenerator) -> None:
     assert store.cancel(rx, prescriber_rpps=RPPS, now_ms=T0) == "cancelled"  # idempotent
     assert load(store.get(rx))["status"] == "cancelled"
     with pytest.raises(Conflict, match=rf"^prescription {rx} is cancelled$"):
-        store.dispense(rx, dispensation((1, 1)), idempotency_key="k", access_code=CODE)
+        store.dispense(rx, dispensation((0, 1)), idempotency_key="k", access_code=CODE)
 
 
 def test_consent_and_owner(store: Store, gen: IdGenerator) -> None:
@@ -224,10 +224,35 @@ def test_scan_checks_the_code_and_logs_the_access(store: Store, gen: IdGenerator
             store.scan(rx_id, code, actor="x")
         messages.add(str(e.value))
         with pytest.raises(NotFound) as e:
-            store.dispense(rx_id, dispensation((1, 1)), idempotency_key="k", access_code=code)
+            store.dispense(rx_id, dispensation((0, 1)), idempotency_key="k", access_code=code)
         messages.add(str(e.value))
     assert messages == {"no prescription with this ID and access code"}
     assert len(load(store.access_log(rx))["access_log"]) == 2
+
+
+def test_scan_is_logged_at_once_and_survives_reopen(tmp_path: Path, gen: IdGenerator) -> None:
+    # A long sync delay: nothing is fsynced during the test unless someone waits for it.
+    rx = gen.new()
+    with Store.open(tmp_path, sync="delay", sync_delay_ms=10_000) as s:
+        s.create(record(rx), now_ms=T0)
+        fsyncs = s.stats()["fsyncs"]
+        s.scan(rx, CODE, actor="finess:750000001", now_ms=T0 + 1)
+        assert [a["actor"] for a in load(s.access_log(rx))["access_log"]] == ["finess:750000001"]
+        assert s.stats()["fsyncs"] == fsyncs
+    with Store.open(tmp_path) as s:
+        assert load(s.access_log(rx))["access_log"] == [
+            {"at": "2025-06-15T15:06:40.001Z", "actor": "finess:750000001", "action": "scan"}
+        ]
+        # Scans between checkpoints come back exactly once (snapshot + journal replay).
+        s.scan(rx, CODE, actor="finess:750000002", now_ms=T0 + 2)
+        s.checkpoint()
+        s.scan(rx, CODE, actor="finess:750000003", now_ms=T0 + 3)
+    with Store.open(tmp_path) as s:
+        actors = [a["actor"] for a in load(s.access_log(rx))["access_log"]]
+        assert actors == ["finess:750000001", "finess:750000002", "finess:750000003"]
+        s.close()
+        with pytest.raises(StoreFailed, match=r"^the store is closed$"):
+            s.scan(rx, CODE, actor="finess:750000004")
 
 
 def test_by_patient_newest_first_with_cursor(store: Store, gen: IdGenerator) -> None:
@@ -281,19 +306,23 @@ def test_errors_are_precise(store: Store, gen: IdGenerator) -> None:
     with pytest.raises(Conflict, match=rf"^prescription {rx} already exists$"):
         store.create(record(rx), now_ms=T0)
     disp_cases = [
-        (dispensation((3, 1)), r"^lines\[0\]\.line: the prescription has 1 lines, got line 3$"),
-        (dispensation((1, 1), (1, 1)), r"^lines\[1\]\.line: line 1 appears twice$"),
         (
-            dispensation((1, 1), kind="adjustment"),
+            dispensation((2, 1)),
+            r"^lines\[0\]\.line: the prescription has 1 lines, numbered from 0, got line 2$",
+        ),
+        (dispensation((0, 1), (0, 1)), r"^lines\[1\]\.line: line 0 appears twice$"),
+        (dispensation((32, 1)), r"^lines\[0\]\.line: line numbers run from 0 to 31, got 32$"),
+        (
+            dispensation((0, 1), kind="adjustment"),
             r"^lines\[0\]\.intervention\.motif: an adjustment needs",
         ),
         (
-            dispensation((1, 1), kind="swap"),
+            dispensation((0, 1), kind="swap"),
             r"^lines\[0\]\.intervention\.kind: unknown variant `swap`",
         ),
-        (dispensation((1, 1), kind="substitution"), r"^lines\[0\]\.cip13: a substitution names"),
+        (dispensation((0, 1), kind="substitution"), r"^lines\[0\]\.cip13: a substitution names"),
         (
-            dispensation((1, 1), cip13="3400930000002"),
+            dispensation((0, 1), cip13="3400930000002"),
             r"^lines\[0\]\.intervention\.kind: the delivered cip13",
         ),
     ]
@@ -301,7 +330,7 @@ def test_errors_are_precise(store: Store, gen: IdGenerator) -> None:
         with pytest.raises(InvalidRecord, match=message):
             store.dispense(rx, body, idempotency_key="k", access_code=CODE, now_ms=T0)
     with pytest.raises(InvalidRecord, match=r"^idempotency_key: expected 1 to 128 printable ASCII"):
-        store.dispense(rx, dispensation((1, 1)), idempotency_key="a b", access_code=CODE)
+        store.dispense(rx, dispensation((0, 1)), idempotency_key="a b", access_code=CODE)
     with pytest.raises(InvalidRecord, match=r"^now_ms: time 253402300800000 ms is past year 9999$"):
         store.get(rx, now_ms=253_402_300_800_000)
     assert load(store.dispensations(rx)) == {"dispensations": []}
@@ -310,7 +339,7 @@ def test_errors_are_precise(store: Store, gen: IdGenerator) -> None:
 def test_substitution_and_adjustment_are_recorded(store: Store, gen: IdGenerator) -> None:
     rx = gen.new()
     store.create(record(rx, lines=[(2, 0), (2, 0)]), now_ms=T0)
-    body = json.loads(dispensation((1, 1), (2, 1)))
+    body = json.loads(dispensation((0, 1), (1, 1)))
     body["lines"][0]["cip13"] = "3400930000099"
     body["lines"][0]["intervention"] = {
         "kind": "substitution",
@@ -335,8 +364,8 @@ def test_substitution_and_adjustment_are_recorded(store: Store, gen: IdGenerator
         "motif": "POSO-1",
         "prescriber_agreed_at": "2025-06-15T15:00:00.000Z",
     }
-    body["lines"] = [body["lines"][0] | {"line": 2}]
-    with pytest.raises(Conflict, match=r"^line 2 is not substitutable$"):
+    body["lines"] = [body["lines"][0] | {"line": 1}]
+    with pytest.raises(Conflict, match=r"^line 1 is not substitutable$"):
         store.dispense(rx, json.dumps(body), idempotency_key="k2", access_code=CODE, now_ms=T0)
 
 
@@ -346,7 +375,7 @@ def test_durable_store_survives_reopen_and_checkpoint(tmp_path: Path, gen: IdGen
         for i, rx in enumerate(ids):
             s.create(record(rx, lines=[(3, 0)]), now_ms=T0)
             s.dispense(
-                rx, dispensation((1, 1)), idempotency_key="k", access_code=CODE, now_ms=T0 + 1
+                rx, dispensation((0, 1)), idempotency_key="k", access_code=CODE, now_ms=T0 + 1
             )
             if i == 9:
                 s.checkpoint()
@@ -399,7 +428,7 @@ def test_threads_dispensing_the_same_prescriptions(tmp_path: Path, gen: IdGenera
             try:
                 a = json.loads(
                     s.dispense(
-                        rx, dispensation((1, 1)), idempotency_key=key, access_code=CODE, now_ms=T0
+                        rx, dispensation((0, 1)), idempotency_key=key, access_code=CODE, now_ms=T0
                     )
                 )
             except Conflict:

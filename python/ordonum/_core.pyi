@@ -467,7 +467,9 @@ class Store:
     ``bytes`` or ``str`` (unknown fields refused, :class:`InvalidRecord` names the field);
     JSON outputs are ``bytes`` ready to send. A malformed ID argument raises
     :class:`InvalidId`; a non-``str`` where ``str`` is expected raises ``TypeError``.
-    Every call releases the GIL while it waits for a lock or the journal.
+    Every call releases the GIL while it waits for a lock or the journal. A prescription's
+    lines are numbered from 0 everywhere: in documents, in a dispensation's ``line`` and in
+    messages.
     """
 
     @staticmethod
@@ -501,9 +503,19 @@ class Store:
         """Documents of many prescriptions in one call (``None`` where there is none)."""
 
     def scan(self, rx_id: str, access_code: str, *, actor: str, now_ms: int | None = None) -> bytes:
-        """Check the access code (constant time), log the access durably, return the document.
+        """Check the access code (constant time), log the access, return the document.
 
         A missing ID, a wrong code and a malformed code raise the same :class:`NotFound`.
+
+        Unlike every other write, a scan does not wait for the journal: its access-log entry
+        is visible at once (:meth:`access_log`) and its record is appended to the journal's
+        next group commit, so the call costs microseconds and may run on an event loop. The
+        promise, exactly: a crash of the process or of the machine may lose the access-log
+        entries of scans acknowledged in the last commit window (about one fdatasync; with
+        ``sync="delay"``, up to ``sync_delay_ms`` more for a machine crash); any write
+        acknowledged after a scan makes that scan durable too. Dispensations, creations,
+        cancellations and consent still wait. Raises :class:`StoreFailed` once the journal
+        has failed or the store is closed (a scan is never served without its log entry).
         """
 
     def dispense(

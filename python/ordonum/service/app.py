@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.telemetry import TelemetryConfig
 from starlette.responses import PlainTextResponse, Response
 
 import ordonum
@@ -92,6 +93,9 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     """The service's ASGI app. ``settings`` default to :meth:`Settings.from_env`."""
     if settings is None:  # the app factory of `ordonum serve --workers N`: one per process
@@ -120,6 +124,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         ),
         lifespan=lifespan,
         responses=_ERRORS,
+        # FastAPI's native OpenTelemetry asks the global providers on every request whether
+        # it is enabled (an environment lookup each time: ~3 % of a scan's CPU, profiled);
+        # off unless the operator wants it. /metrics and the JSON access log are always on.
+        telemetry=None if settings.otel else _NO_TELEMETRY,
     )
     if given is not None:
         app.state.services = given

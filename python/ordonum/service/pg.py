@@ -19,7 +19,11 @@ How each operation stays correct with many processes:
   committed dispensation survives a crash. Two pharmacies racing for the last units queue
   on the row lock: the second sees the first's result. ``remaining >= 0`` is also a CHECK
   constraint, a second line of defence.
-* **scan**: one statement: the code check, the access-log insert and the document read.
+* **scan**: one statement: the code check, the access-log insert and the document read, on
+  a second small pool whose sessions have ``synchronous_commit = off``: like the embedded
+  store's scan, it does not wait for the log entry to be durable (a crash or a failover may
+  lose the entries of the last few hundred milliseconds; any durable write committed after
+  a scan makes it durable too, the WAL being one sequence).
 * **create**: the prescription and its QR token text in one transaction.
 * A lost connection, a failover or any other database error that is not about the request
   raises :class:`~ordonum.StoreFailed` (503): the write may or may not have committed, like
@@ -190,6 +194,7 @@ class PostgresBackend:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        scan_pool: asyncpg.Pool,
         node: int,
         *,
         lockout_failures: int = 5,
@@ -197,6 +202,7 @@ class PostgresBackend:
         lockout_seconds: float = 300.0,
     ) -> None:
         self.pool = pool
+        self.scan_pool = scan_pool
         self.node = node
         self._lockout = (lockout_failures, int(lockout_window * 1000), int(lockout_seconds * 1000))
         self.counters = {"dispensations": 0, "conflicts": 0, "replays": 0, "errors": 0}
@@ -223,11 +229,19 @@ class PostgresBackend:
             async with pool.acquire() as conn:
                 await migrate(conn)
                 node = await cls.lease_node(conn)
+            scan_pool = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=max(2, max_size // 2),
+                command_timeout=60,
+                server_settings={"synchronous_commit": "off"},
+            )
         except BaseException:
             await pool.close()
             raise
         return cls(
             pool,
+            scan_pool,
             node,
             lockout_failures=lockout_failures,
             lockout_window=lockout_window,
@@ -246,6 +260,7 @@ class PostgresBackend:
         return node
 
     async def close(self) -> None:
+        await self.scan_pool.close()
         await self.pool.close()
 
     # -- writes ----------------------------------------------------------------------------
@@ -284,7 +299,7 @@ class PostgresBackend:
         pgmodel._text("actor", actor, 1, pgmodel.MAX_KEY, False)
         rx_id = _canonical(rx_id)
         digest = pgmodel.access_digest(access_code) or b"\xa5" * 32
-        row = await self.pool.fetchrow(SQL_SCAN, rx_id, digest, now, actor)
+        row = await self.scan_pool.fetchrow(SQL_SCAN, rx_id, digest, now, actor)
         if row is None:
             raise NotFound(NO_MATCH)
         return _row_document(row, now)
@@ -366,7 +381,7 @@ class PostgresBackend:
             if n >= len(prescribed):
                 raise invalid(
                     f"lines[{i}].line",
-                    f"the prescription has {len(prescribed)} lines, got line {n}",
+                    f"the prescription has {len(prescribed)} lines, numbered from 0, got line {n}",
                 )
             pl = prescribed[n]
             kind = line["intervention"]["kind"]

@@ -33,9 +33,12 @@ variable                       meaning                                     defau
 ``ORDONUM_WORKERS``            service processes (``ordonum serve``);      ``1``
                                more than 1 needs PostgreSQL
 ``ORDONUM_PG_POOL``            PostgreSQL connections per process (max)    ``20``
-``ORDONUM_AUTH_CACHE``         verified bearer tokens kept (until exp)     ``10000``
+``ORDONUM_AUTH_CACHE``         verified bearer tokens kept (until exp)     ``100000``
 ``ORDONUM_LOG_LEVEL``          ``debug``, ``info``, ``warning``, ...       ``info``
 ``ORDONUM_ACCESS_LOG``         one JSON log line per request (``0``/``1``) ``1``
+``ORDONUM_OTEL``               FastAPI's native OpenTelemetry spans,       ``0``
+                               metrics and logs (``0``/``1``; needs an
+                               OpenTelemetry SDK configured)
 =============================  ==========================================  ====================
 """
 
@@ -83,9 +86,10 @@ class Settings:
     store: str = ""
     workers: int = 1
     pg_pool: int = 20
-    auth_cache: int = 10000
+    auth_cache: int = 100_000
     log_level: str = "info"
     access_log: bool = True
+    otel: bool = False
 
     def __post_init__(self) -> None:
         if self.sync not in {"always", "delay"}:
@@ -173,6 +177,7 @@ class Settings:
             "auth_cache": "ORDONUM_AUTH_CACHE",
             "log_level": "ORDONUM_LOG_LEVEL",
             "access_log": "ORDONUM_ACCESS_LOG",
+            "otel": "ORDONUM_OTEL",
         }
         kinds = {f.name: f.type for f in fields(cls)}
         values: dict[str, Any] = {}

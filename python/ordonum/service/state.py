@@ -11,7 +11,6 @@ from ordonum import IdGenerator, Store, issue_token
 from ordonum.service.auth import JwksKeys, TokenVerifier
 from ordonum.service.backend import Backend, EmbeddedBackend
 from ordonum.service.keys import QrKeys, ensure_keys, load_qr_keys
-from ordonum.service.lines import LineNumbers, probe_store_first_line
 from ordonum.service.ratelimit import Lockout, RateLimiter
 from ordonum.service.settings import Settings
 from ordonum.service.vault import TokenVault
@@ -50,7 +49,6 @@ async def open_backend(settings: Settings) -> Backend:
         vault,
         ThreadPoolExecutor(settings.write_threads, thread_name_prefix="ordonum-w"),
         Lockout(settings.lockout_failures, settings.lockout_window, settings.lockout_seconds),
-        LineNumbers(probe_store_first_line()),
         node=settings.node,
     )
 

@@ -135,8 +135,14 @@ impl PyStore {
         let id = id_arg(rx_id)?;
         let code = str_arg(access_code, "access_code")?;
         let actor = str_arg(actor, "actor")?;
-        let doc = py.detach(|| self.0.scan(&id, code, actor, now_ms))?;
-        Ok(PyBytes::new(py, &doc))
+        // Costs microseconds (no journal wait): fine to call from an event loop.
+        GET_BUFFER.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            buf.clear();
+            let out: &mut Vec<u8> = &mut buf;
+            py.detach(|| self.0.scan_into(&id, code, actor, now_ms, out))?;
+            Ok(PyBytes::new(py, out))
+        })
     }
 
     #[pyo3(signature = (rx_id, dispensation, *, idempotency_key, access_code, now_ms = None))]

@@ -8,7 +8,9 @@
 //! by reading the NIR in the primary slot), so it costs 11 bytes per prescription.
 //!
 //! Visibility: only the journal writer (or, for a memory store, the caller after its event
-//! is "committed") applies events, in LSN order, after they are durable. A create first
+//! is "committed") applies events, in LSN order, after they are durable. The one exception
+//! is a scan's access-log entry, which its caller applies at once (`log_access`) while its
+//! record is still on its way to the journal: see `journal.rs` for what that costs. A create first
 //! inserts a PENDING slot that readers skip (so a racing create of the same ID is refused)
 //! and a mutation first sets BUSY on its slot (so a racing mutation of the same
 //! prescription waits for it); neither changes what readers see.
@@ -22,7 +24,9 @@ use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::id::RxId;
 
-use super::model::{Content, Dynamic, Event, BUSY, CANCELLED, CONSENT, PENDING, PERSISTENT_FLAGS};
+use super::model::{
+    Access, Content, Dynamic, Event, BUSY, CANCELLED, CONSENT, PENDING, PERSISTENT_FLAGS,
+};
 
 pub const SHARDS: usize = 256;
 
@@ -237,9 +241,9 @@ impl Index {
                         }
                         Event::Scan { access, .. } => {
                             let dy = s.dynamic_mut();
-                            if lsn > dy.last_lsn {
+                            if lsn > dy.access_lsn {
                                 dy.access.push(access.clone());
-                                dy.last_lsn = lsn;
+                                dy.access_lsn = lsn;
                             }
                         }
                         Event::Cancel { .. } => s.set_flag(CANCELLED, true),
@@ -268,6 +272,31 @@ impl Index {
             self.wake(&id);
         }
         Ok(())
+    }
+
+    /// Logs a scan of the visible prescription `id` now, before its record is durable:
+    /// under the shard's write lock, `append` queues the record and returns its LSN, then
+    /// the access is added. Holding the lock across both keeps a slot's accesses in LSN
+    /// order. None if there is no visible prescription `id`.
+    pub fn log_access<E>(
+        &self,
+        id: &RxId,
+        access: Access,
+        append: impl FnOnce(&Event) -> Result<u64, E>,
+    ) -> Option<Result<(), E>> {
+        let (mut t, h) = self.write(id);
+        let slot = Index::find_mut(&mut t, h, id).filter(|s| s.visible())?;
+        let ev = Event::Scan { id: *id, access };
+        let lsn = match append(&ev) {
+            Ok(lsn) => lsn,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Event::Scan { access, .. } = ev {
+            let dy = slot.dynamic_mut();
+            dy.access.push(access);
+            dy.access_lsn = dy.access_lsn.max(lsn);
+        }
+        Some(Ok(()))
     }
 
     /// Loads a slot read from a snapshot (not pending, no waiters).

@@ -7,20 +7,28 @@
 //! <dir>/snap-<segment>.snap                snapshot covering every segment below <segment>
 //! <dir>/LOCK                               flock'ed by the process that has the store open
 //!
-//! segment  = "ORDJRNL1" record*
-//! snapshot = "ORDSNAP1" record(entry)* record(trailer)
+//! segment  = "ORDJRNL2" record*
+//! snapshot = "ORDSNAP3" record(entry)* record(trailer)
 //! record   = len u32 LE | crc u32 LE | payload (len bytes, 1 ≤ len ≤ 16 MiB)
 //!            crc = CRC32C(len bytes ‖ payload), so a torn or altered length is caught too
 //! payload  = kind u8 | lsn varint | body            (journal events, model.rs `Event`)
 //!            kind 1 create: content bytes (model.rs layout)
 //!            kind 2 dispense: id 10 | at varint | key str | finess 9 | rpps 11 | n u8 |
 //!                   n × (line u8, quantity varint, cip13 0|1+13, kind u8, motif opt str,
-//!                        agreed_at 0|1+varint)
+//!                        agreed_at 0|1+varint)      line: numbered from 0
 //!            kind 3 cancel: id 10 | at varint      kind 4 consent: id 10 | allowed u8 | at
 //!            kind 5 scan: id 10 | at varint | actor str        (str = varint len + UTF-8)
-//! entry    = 0x10 | content (varint len + bytes) | 0|1 + dynamic (snapshot.rs)
+//! entry    = 0x10 | content (varint len + bytes) | 0|1 + dynamic
+//! dynamic  = last dispense lsn varint | n varint | n × dispense body (from `at` on)
+//!            | last scan lsn varint | n varint | n × (at varint | actor str)
 //! trailer  = 0x7F | entry count varint | next lsn varint
 //! ```
+//! Format history (the magic's last character, per file kind; no release wrote an older
+//! one, and an older file is refused by name, never misread): journal 1 and snapshot 1
+//! numbered a prescription's lines from 1 in dispense records and snapshot entries;
+//! journal 2 and snapshot 2 number them from 0, like the HTTP contract; snapshot 3 adds the
+//! last scan LSN to `dynamic` (scans are applied before they are durable, see below).
+//!
 //! LSNs increase by one per record across segments. Recovery reads every record; at the
 //! first record that does not check out it looks for any valid record further on: if there
 //! is one, this is corruption in the middle and the open fails with the file and offset;
@@ -36,6 +44,21 @@
 //! machine loses nothing acknowledged). `Delay(d)` acknowledges after the `write` and syncs
 //! at most `d` later: a killed process loses nothing (the bytes are in the page cache), a
 //! power cut or kernel crash loses at most the last `d` of acknowledged writes.
+//!
+//! Scans are the exception to "acknowledged means durable", under both policies. A scan's
+//! access-log entry is an audit trail the patient reads, not a dispensation, and a scan is
+//! on the pharmacy counter's critical path, so `Journal::append` frames its record into the
+//! same buffer (same LSN sequence, same group commit) and returns at once: the entry is in
+//! the access log immediately, the record follows with the next batch. The price, exactly:
+//! a crash of the process or of the machine may lose the access-log entries of scans
+//! acknowledged in the last commit window (those still in the buffer or in the batch being
+//! written and synced: under `Always` about one fdatasync, ~0.3-3 ms; under `Delay(d)` up
+//! to `d` more for a machine crash). Never more: any write acknowledged after a scan has a
+//! higher LSN, so once it is durable the scan is too. A scan is refused like every write
+//! once the journal has failed or is closed (it never skips its log); if the journal fails
+//! after a scan returned, that scan's entry may be missing after reopening, like the rest
+//! of the failed batch.
+//!
 //! Any write or fsync error puts the journal in a failed state for good: no retry (after a
 //! failed fsync the kernel may have dropped the dirty pages, see PostgreSQL's "fsyncgate"),
 //! every later write is refused, reads go on; reopening replays what is really on disk.
@@ -53,7 +76,7 @@ use super::index::Index;
 use super::model::Event;
 use super::StoreError;
 
-pub const SEGMENT_MAGIC: &[u8; 8] = b"ORDJRNL1";
+pub const SEGMENT_MAGIC: &[u8; 8] = b"ORDJRNL2";
 pub const FRAME_HEADER: usize = 8;
 pub const MAX_PAYLOAD: usize = 16 << 20;
 
@@ -100,6 +123,18 @@ pub fn scan_records(
     if buf.len() < magic.len() || &buf[..magic.len()] != magic {
         if tail && buf.len() < magic.len() && magic.starts_with(buf) {
             return Ok((Vec::new(), 0));
+        }
+        if let Some(found) = buf.get(..magic.len()).filter(|h| h[..7] == magic[..7]) {
+            return Err(StoreError::Failed {
+                errno: None,
+                message: format!(
+                    "{} is in format {}, this version reads {} only (the formats are listed in \
+                     journal.rs; no release wrote the older one: reload the data)",
+                    path.display(),
+                    String::from_utf8_lossy(found),
+                    String::from_utf8_lossy(magic),
+                ),
+            });
         }
         return Err(corrupt(path, 0, "bad file header"));
     }
@@ -164,6 +199,10 @@ pub struct JournalStats {
 
 struct State {
     buf: Vec<u8>,
+    /// Records framed in `buf` (events plus appended scans).
+    buf_records: u64,
+    /// Events the writer applies to the index once they are durable (not the scans, which
+    /// their caller applied at once).
     events: Vec<(u64, Event)>,
     next_lsn: u64,
     durable_lsn: u64,
@@ -172,6 +211,20 @@ struct State {
     rotate_req: bool,
     rotated: Option<Result<(u64, u64), StoreError>>,
     stats: JournalStats,
+    /// Tests only: the writer leaves the buffer alone while this is set.
+    #[cfg(test)]
+    stalled: bool,
+}
+
+impl State {
+    #[cfg(test)]
+    fn stalled(&self) -> bool {
+        self.stalled
+    }
+    #[cfg(not(test))]
+    fn stalled(&self) -> bool {
+        false
+    }
 }
 
 struct Shared {
@@ -209,6 +262,7 @@ impl Journal {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 buf: Vec::with_capacity(1 << 16),
+                buf_records: 0,
                 events: Vec::new(),
                 next_lsn,
                 durable_lsn: next_lsn - 1,
@@ -217,6 +271,8 @@ impl Journal {
                 rotate_req: false,
                 rotated: None,
                 stats: JournalStats { segment, segment_bytes, ..JournalStats::default() },
+                #[cfg(test)]
+                stalled: false,
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -249,6 +305,7 @@ impl Journal {
         let lsn = g.next_lsn;
         g.next_lsn += 1;
         frame(&mut g.buf, |out| ev.encode(lsn, out));
+        g.buf_records += 1;
         g.events.push((lsn, ev));
         self.shared.work.notify_one();
         while g.durable_lsn < lsn {
@@ -258,6 +315,61 @@ impl Journal {
             self.shared.done.wait(&mut g);
         }
         Ok(())
+    }
+
+    /// Appends a batch of events in one go (consecutive LSNs) and returns once the last one
+    /// is durable (per the policy) and applied. The batch is framed into the buffer under one
+    /// lock, so the writer takes it whole or with later records, never cut: a bulk load costs
+    /// one `write` (and one fdatasync) per batch, not per record.
+    pub fn commit_many(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Journal::refuse(&self.shared.state.lock());
+        }
+        let mut g = self.shared.state.lock();
+        Journal::refuse(&g)?;
+        let mut lsn = g.next_lsn;
+        g.next_lsn += events.len() as u64;
+        g.buf_records += events.len() as u64;
+        for ev in events {
+            frame(&mut g.buf, |out| ev.encode(lsn, out));
+            g.events.push((lsn, ev));
+            lsn += 1;
+        }
+        let last = lsn - 1;
+        self.shared.work.notify_one();
+        while g.durable_lsn < last {
+            if let Some(e) = &g.failed {
+                return Err(e.clone());
+            }
+            self.shared.done.wait(&mut g);
+        }
+        Ok(())
+    }
+
+    /// Appends the record of an event that the caller applies to the index itself (a scan's
+    /// access-log entry) and returns its LSN at once: it waits neither for the `write` nor
+    /// for the fdatasync. The writer takes the record with its next batch, so it is written
+    /// within one commit window (the batch being written or synced at the time, typically
+    /// well under a millisecond to a few ms) and synced with that batch. Refused, like every
+    /// write, once the journal has failed or is closed. Called with the prescription's shard
+    /// lock held (lock order: shard, then journal; the writer never holds both).
+    pub fn append(&self, ev: &Event) -> Result<u64, StoreError> {
+        let mut g = self.shared.state.lock();
+        Journal::refuse(&g)?;
+        let lsn = g.next_lsn;
+        g.next_lsn += 1;
+        frame(&mut g.buf, |out| ev.encode(lsn, out));
+        g.buf_records += 1;
+        self.shared.work.notify_one();
+        Ok(lsn)
+    }
+
+    /// Tests only: stops (true) or resumes (false) the writer thread's work.
+    #[cfg(test)]
+    pub fn stall(&self, on: bool) {
+        let mut g = self.shared.state.lock();
+        g.stalled = on;
+        self.shared.work.notify_one();
     }
 
     /// Switches to a new segment after everything committed so far; returns the new
@@ -331,10 +443,10 @@ impl Writer {
         let mut bytes: Vec<u8> = Vec::with_capacity(1 << 16);
         let mut unsynced_since: Option<Instant> = None;
         loop {
-            let (events, rotate, closing) = {
+            let (events, records, last, rotate, closing) = {
                 let mut g = self.shared.state.lock();
                 loop {
-                    if !g.events.is_empty() || g.rotate_req || g.closed {
+                    if (!g.buf.is_empty() || g.rotate_req || g.closed) && !g.stalled() {
                         break;
                     }
                     match (self.sync, unsynced_since) {
@@ -350,7 +462,11 @@ impl Writer {
                 }
                 bytes.clear();
                 std::mem::swap(&mut g.buf, &mut bytes);
-                (std::mem::take(&mut g.events), g.rotate_req, g.closed)
+                // Every LSN handed out so far was framed into the buffer under this lock, so
+                // the bytes just taken end with record next_lsn - 1.
+                let last = g.next_lsn - 1;
+                let records = std::mem::take(&mut g.buf_records);
+                (std::mem::take(&mut g.events), records, last, g.rotate_req, g.closed)
             };
             let path = segment_path(&self.dir, self.segment);
             if !bytes.is_empty() {
@@ -372,17 +488,16 @@ impl Writer {
                 unsynced_since = None;
                 synced = true;
             }
-            let last = events.last().map(|(lsn, _)| *lsn);
             for (lsn, ev) in &events {
                 // Live events were checked before they were queued: this cannot fail.
                 let _ = self.index.apply(*lsn, ev);
             }
             {
                 let mut g = self.shared.state.lock();
-                if let Some(l) = last {
-                    g.durable_lsn = l;
+                if !bytes.is_empty() {
+                    g.durable_lsn = last;
                     g.stats.batches += 1;
-                    g.stats.records += events.len() as u64;
+                    g.stats.records += records;
                     g.stats.segment_bytes += bytes.len() as u64;
                 }
                 if synced {
@@ -415,7 +530,7 @@ impl Writer {
             }
             if closing {
                 let g = self.shared.state.lock();
-                if g.events.is_empty() && unsynced_since.is_none() {
+                if g.buf.is_empty() && unsynced_since.is_none() {
                     return;
                 }
             }

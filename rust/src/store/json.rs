@@ -213,7 +213,7 @@ pub fn document(out: &mut Vec<u8>, slot: &Slot, now: u64) {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"line\":");
-        push_u64(out, i as u64 + 1);
+        push_u64(out, i as u64);
         out.extend_from_slice(b",\"label\":");
         push_str(out, l.label);
         out.extend_from_slice(b",\"cip13\":");
@@ -283,7 +283,7 @@ pub fn dispense_answer(
             out.push(b',');
         }
         out.extend_from_slice(b"{\"line\":");
-        push_u64(out, i as u64 + 1);
+        push_u64(out, i as u64);
         out.extend_from_slice(b",\"remaining\":");
         push_u64(out, u64::from(*r));
         out.push(b'}');

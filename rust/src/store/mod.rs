@@ -17,6 +17,11 @@
 //! units cannot both get them, and a repeated idempotency key sees the first dispensation.
 //! Reads and mutations of other prescriptions never wait on an fsync.
 //!
+//! The exception is the scan: its access-log entry is applied at once and its record
+//! follows in the next group commit, so a scan never waits on an fsync either, and a crash
+//! may take back the access-log entries of the last commit window (and nothing else; the
+//! exact promise is in `journal.rs`, "Scans").
+//!
 //! Errors: `NotFound`, `Conflict` (the state forbids it), `Invalid` (field named),
 //! `Failed` (I/O; the store refuses writes from then on), `Corrupt` (at open).
 
@@ -367,7 +372,12 @@ impl Store {
         m & digest.is_some() & parsed.is_ok()
     }
 
-    /// A pharmacy's scan: checks the code, logs the access durably, returns the document.
+    /// A pharmacy's scan: checks the code, logs the access, returns the document.
+    ///
+    /// The access-log entry is visible at once and its journal record is queued, not
+    /// waited for: a scan never waits on the journal's write or fdatasync, and a crash may
+    /// lose the entries of scans acknowledged in the last commit window (see `journal.rs`,
+    /// "Scans"). Refused with `Failed` once the journal has failed or the store is closed.
     pub fn scan(
         &self,
         id: &RxId,
@@ -375,13 +385,47 @@ impl Store {
         actor: &str,
         now: Option<u64>,
     ) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(1024);
+        self.scan_into(id, code, actor, now, &mut out)?;
+        Ok(out)
+    }
+
+    /// `scan`, writing the document into `out`.
+    pub fn scan_into(
+        &self,
+        id: &RxId,
+        code: &str,
+        actor: &str,
+        now: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
         let now = now_ms(now)?;
         model::text("actor", actor, 1, model::MAX_KEY, false)?;
         if !self.code_matches(id, code) {
             return Err(StoreError::NotFound(NO_MATCH.into()));
         }
-        self.commit(Event::Scan { id: *id, access: Access { at: now, actor: actor.into() } })?;
-        self.get(id, Some(now))
+        let access = Access { at: now, actor: actor.into() };
+        let logged = match &self.backend {
+            Backend::Memory { lsn, closed } => self.index.log_access(id, access, |_| {
+                if closed.load(Ordering::Relaxed) {
+                    return Err(StoreError::closed());
+                }
+                Ok(lsn.fetch_add(1, Ordering::Relaxed))
+            }),
+            Backend::Durable { journal, .. } => {
+                self.index.log_access(id, access, |ev| journal.append(ev))
+            }
+        };
+        logged.unwrap_or_else(|| Err(StoreError::NotFound(NO_MATCH.into())))?;
+        self.get_into(id, Some(now), out)
+    }
+
+    /// Tests only: stops (true) or resumes the journal writer.
+    #[cfg(test)]
+    pub fn stall_journal(&self, on: bool) {
+        if let Backend::Durable { journal, .. } = &self.backend {
+            journal.stall(on);
+        }
     }
 
     /// Records a dispensation (all lines or none); see the module doc for the concurrency.
@@ -644,7 +688,7 @@ fn replayed(slot: &Slot, d: &Dispensation, out: &mut Vec<u8>) -> Option<Result<(
     let mut delivered = vec![0u32; lines.len()];
     for x in &dy.dispensations[..=k] {
         for l in x.lines.iter() {
-            if let Some(v) = delivered.get_mut(usize::from(l.line).wrapping_sub(1)) {
+            if let Some(v) = delivered.get_mut(usize::from(l.line)) {
                 *v = v.saturating_add(l.quantity);
             }
         }
@@ -689,10 +733,13 @@ fn check_dispensation(slot: &Slot, d: &Dispensation, now: u64) -> Result<Vec<u32
         lines.iter().enumerate().map(|(i, l)| l.allowance().saturating_sub(delivered(i))).collect();
     for (i, l) in d.lines.iter().enumerate() {
         let n = usize::from(l.line);
-        let Some(pl) = lines.get(n.wrapping_sub(1)) else {
+        let (Some(pl), Some(r)) = (lines.get(n), remaining.get_mut(n)) else {
             return Err(model::invalid(
                 format!("lines[{i}].line"),
-                format!("the prescription has {} lines, got line {n}", lines.len()),
+                format!(
+                    "the prescription has {} lines, numbered from 0, got line {n}",
+                    lines.len()
+                ),
             ));
         };
         if l.kind == Intervention::Substitution && !pl.substitutable {
@@ -709,7 +756,6 @@ fn check_dispensation(slot: &Slot, d: &Dispensation, now: u64) -> Result<Vec<u32
                 }
             }
         }
-        let r = &mut remaining[n - 1];
         if l.quantity > *r {
             return Err(StoreError::Conflict(format!(
                 "over-dispensing: line {n} has {r} units remaining, {} requested",

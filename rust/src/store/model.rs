@@ -313,7 +313,7 @@ impl Intervention {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispensedLine {
-    /// 1-based line number in the prescription.
+    /// Line number in the prescription, from 0 (the HTTP contract's numbering).
     pub line: u8,
     pub quantity: u32,
     pub cip13: Option<[u8; 13]>,
@@ -393,9 +393,13 @@ pub struct Access {
 /// untouched prescription costs one null pointer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dynamic {
-    /// LSN of the last dispensation or scan applied: replay skips events at or below it,
+    /// LSN of the last dispensation applied: replay skips dispensations at or below it,
     /// which makes a fuzzy snapshot plus the journal after it exact.
     pub last_lsn: u64,
+    /// The same for scans (`access`). Apart from `last_lsn` because a scan is applied by
+    /// its caller at once, possibly before a dispensation with a lower LSN that is still
+    /// waiting for its fdatasync (see `Journal::append`).
+    pub access_lsn: u64,
     pub delivered: Box<[u32]>,
     pub dispensations: Vec<Dispensation>,
     pub access: Vec<Access>,
@@ -407,7 +411,7 @@ impl Dynamic {
     }
     pub fn add(&mut self, d: Dispensation) {
         for l in d.lines.iter() {
-            if let Some(slot) = self.delivered.get_mut(usize::from(l.line).wrapping_sub(1)) {
+            if let Some(slot) = self.delivered.get_mut(usize::from(l.line)) {
                 *slot = slot.saturating_add(l.quantity);
             }
         }
@@ -419,6 +423,7 @@ impl Dynamic {
         for d in &self.dispensations {
             d.encode(out);
         }
+        put_varint(out, self.access_lsn);
         put_varint(out, self.access.len() as u64);
         for a in &self.access {
             put_varint(out, a.at);
@@ -432,6 +437,7 @@ impl Dynamic {
         for _ in 0..n {
             dy.add(Dispensation::decode(d)?);
         }
+        dy.access_lsn = d.varint()?;
         let n = d.varint()?;
         for _ in 0..n {
             let at = d.varint()?;
@@ -782,8 +788,11 @@ pub fn parse_dispensation(json: &[u8], key: &str, now: u64) -> Result<Dispensati
     let mut lines: Vec<DispensedLine> = Vec::with_capacity(r.lines.len());
     for (i, l) in r.lines.iter().enumerate() {
         let f = |name: &str| format!("lines[{i}].{name}");
-        if l.line == 0 || l.line as usize > MAX_LINES {
-            return Err(invalid(f("line"), format!("line numbers start at 1, got {}", l.line)));
+        if l.line as usize >= MAX_LINES {
+            return Err(invalid(
+                f("line"),
+                format!("line numbers run from 0 to {}, got {}", MAX_LINES - 1, l.line),
+            ));
         }
         if lines.iter().any(|o| u32::from(o.line) == l.line) {
             return Err(invalid(f("line"), format!("line {} appears twice", l.line)));

@@ -22,7 +22,7 @@ use super::journal::{corrupt, frame, scan_records, sync_dir};
 use super::model::{put_varint, Content, Dec, Dynamic, PERSISTENT_FLAGS};
 use super::StoreError;
 
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"ORDSNAP1";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"ORDSNAP3";
 const ENTRY: u8 = 0x10;
 const TRAILER: u8 = 0x7F;
 
@@ -81,6 +81,11 @@ pub fn load(path: &Path, index: &Index) -> Result<u64, StoreError> {
         .map_err(|e| StoreError::io(&format!("reading {}", path.display()), &e))?;
     let (records, _) = scan_records(&buf, SNAPSHOT_MAGIC, path, false)?;
     let mut count = 0u64;
+    // The highest LSN an entry has seen. A scan is in memory (and so maybe in a snapshot)
+    // before its record is written; if the process died before the write, that LSN is in
+    // no journal, and the next LSNs handed out must still be above it, or replaying them
+    // later would skip them as already applied.
+    let mut seen = 0u64;
     for r in records {
         let at = r.start as u64;
         let bad = |why: &str| corrupt(path, at - 8, why);
@@ -91,7 +96,9 @@ pub fn load(path: &Path, index: &Index) -> Result<u64, StoreError> {
                 let c = Content(&content);
                 c.check().map_err(|e| bad(e.0))?;
                 let dynamic = if d.bool().map_err(|e| bad(e.0))? {
-                    Some(Box::new(Dynamic::decode(&mut d, c.line_count()).map_err(|e| bad(e.0))?))
+                    let dy = Dynamic::decode(&mut d, c.line_count()).map_err(|e| bad(e.0))?;
+                    seen = seen.max(dy.last_lsn).max(dy.access_lsn);
+                    Some(Box::new(dy))
                 } else {
                     None
                 };
@@ -107,7 +114,7 @@ pub fn load(path: &Path, index: &Index) -> Result<u64, StoreError> {
                 if n != count || !d.done() {
                     return Err(bad("snapshot trailer does not match its entries"));
                 }
-                return Ok(next_lsn);
+                return Ok(next_lsn.max(seen + 1));
             }
             _ => return Err(bad("unknown snapshot record")),
         }

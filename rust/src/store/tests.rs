@@ -71,24 +71,24 @@ fn lifecycle_with_renewals_and_idempotency() {
     assert_eq!(doc["lines"][0]["label"], "Drug 0 \"x\"");
     assert_eq!(doc["patient"]["name"], "Zoé D.");
     assert_eq!(doc["valid_until"], "2025-09-15T15:06:40.000Z");
-    let a = json(&s.dispense(&id, &disp(&[(1, 3)]), "k1", CODE, Some(T0 + 1)).unwrap());
+    let a = json(&s.dispense(&id, &disp(&[(0, 3)]), "k1", CODE, Some(T0 + 1)).unwrap());
     assert_eq!(a["status"], "partially_dispensed");
     assert_eq!(a["replayed"], false);
-    assert_eq!(a["lines"], serde_json::json!([{"line":1,"remaining":1},{"line":2,"remaining":1}]));
-    let again = json(&s.dispense(&id, &disp(&[(1, 3)]), "k1", CODE, Some(T0 + 2)).unwrap());
+    assert_eq!(a["lines"], serde_json::json!([{"line":0,"remaining":1},{"line":1,"remaining":1}]));
+    let again = json(&s.dispense(&id, &disp(&[(0, 3)]), "k1", CODE, Some(T0 + 2)).unwrap());
     assert_eq!(again["replayed"], true);
     assert_eq!(again["dispensation_id"], a["dispensation_id"]);
     assert_eq!(
-        s.dispense(&id, &disp(&[(1, 2)]), "k2", CODE, Some(T0 + 3)),
+        s.dispense(&id, &disp(&[(0, 2)]), "k2", CODE, Some(T0 + 3)),
         Err(StoreError::Conflict(
-            "over-dispensing: line 1 has 1 units remaining, 2 requested".into()
+            "over-dispensing: line 0 has 1 units remaining, 2 requested".into()
         ))
     );
     assert!(matches!(
-        s.dispense(&id, &disp(&[(1, 1)]), "k1", CODE, Some(T0 + 3)),
+        s.dispense(&id, &disp(&[(0, 1)]), "k1", CODE, Some(T0 + 3)),
         Err(StoreError::Conflict(m)) if m.contains("already used")
     ));
-    let b = json(&s.dispense(&id, &disp(&[(1, 1), (2, 1)]), "k3", CODE, Some(T0 + 4)).unwrap());
+    let b = json(&s.dispense(&id, &disp(&[(0, 1), (1, 1)]), "k3", CODE, Some(T0 + 4)).unwrap());
     assert_eq!(b["status"], "dispensed");
     assert!(matches!(s.cancel(&id, RPPS, Some(T0 + 5)), Err(StoreError::Conflict(_))));
     assert_eq!(
@@ -96,7 +96,7 @@ fn lifecycle_with_renewals_and_idempotency() {
         2
     );
     assert_eq!(
-        s.dispense(&id, &disp(&[(1, 1)]), "k9", "0123-4567-89AB-CDEF-GHJK-MNPQ-RT", Some(T0)),
+        s.dispense(&id, &disp(&[(0, 1)]), "k9", "0123-4567-89AB-CDEF-GHJK-MNPQ-RT", Some(T0)),
         Err(StoreError::NotFound(NO_MATCH.into()))
     );
 }
@@ -110,12 +110,12 @@ fn expiry_is_derived_and_cancel_is_final() {
     let later = model::add_months(T0, 3) + 1;
     assert_eq!(json(&s.get(&a, Some(later)).unwrap())["status"], "expired");
     assert!(
-        matches!(s.dispense(&a, &disp(&[(1, 1)]), "k", CODE, Some(later)), Err(StoreError::Conflict(m)) if m.contains("expired at"))
+        matches!(s.dispense(&a, &disp(&[(0, 1)]), "k", CODE, Some(later)), Err(StoreError::Conflict(m)) if m.contains("expired at"))
     );
     assert_eq!(s.cancel(&b, RPPS, Some(T0)).unwrap(), Status::Cancelled);
     assert_eq!(s.cancel(&b, RPPS, Some(T0)).unwrap(), Status::Cancelled);
     assert!(
-        matches!(s.dispense(&b, &disp(&[(1, 1)]), "k", CODE, Some(T0)), Err(StoreError::Conflict(m)) if m.ends_with("is cancelled"))
+        matches!(s.dispense(&b, &disp(&[(0, 1)]), "k", CODE, Some(T0)), Err(StoreError::Conflict(m)) if m.ends_with("is cancelled"))
     );
     assert!(matches!(
         s.create(&record(&b, "180027512345678", &[(1, 0)]), Some(T0)),
@@ -134,7 +134,7 @@ fn durable_state_survives_reopen_and_checkpoint() {
             if i == 10 {
                 s.checkpoint().unwrap();
             }
-            s.dispense(id, &disp(&[(1, 2)]), "k", CODE, Some(T0 + 100)).unwrap();
+            s.dispense(id, &disp(&[(0, 2)]), "k", CODE, Some(T0 + 100)).unwrap();
             s.scan(id, CODE, "pharmacy:1", Some(T0 + 200)).unwrap();
             if i % 3 == 0 {
                 s.set_consent(id, false, Some(T0 + 300)).unwrap();
@@ -158,6 +158,95 @@ fn durable_state_survives_reopen_and_checkpoint() {
     assert_eq!(s.by_patient("180027512345678", 3, None).unwrap(), vec![all[29], all[28], all[27]]);
     assert_eq!(s.by_patient("180027512345678", 2, Some(all[28])).unwrap(), vec![all[27], all[26]]);
     assert_eq!(json(&s.access_log(&all[3]).unwrap())["access_log"][0]["actor"], "pharmacy:1");
+}
+
+#[test]
+fn a_scan_is_logged_at_once_and_waits_for_no_write_or_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = ids(1)[0];
+    {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        s.create(&record(&id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
+        let before = (stat(&s, "records"), stat(&s, "batches"), stat(&s, "fsyncs"));
+        s.stall_journal(true);
+        // The writer is stalled: a scan that waited for its record would never return.
+        let doc = json(&s.scan(&id, CODE, "pharmacy:1", Some(T0 + 1)).unwrap());
+        assert_eq!(doc["id"], id.to_string());
+        s.scan(&id, CODE, "pharmacy:2", Some(T0 + 2)).unwrap();
+        let log = json(&s.access_log(&id).unwrap());
+        let actors: Vec<&str> = log["access_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["actor"].as_str().unwrap())
+            .collect();
+        assert_eq!(actors, ["pharmacy:1", "pharmacy:2"]);
+        assert_eq!((stat(&s, "records"), stat(&s, "batches"), stat(&s, "fsyncs")), before);
+        // A dispensation does wait for its fdatasync.
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| s.dispense(&id, &disp(&[(0, 1)]), "k", CODE, Some(T0 + 3)));
+            std::thread::sleep(Duration::from_millis(150));
+            assert!(!h.is_finished(), "a dispensation returned before its record was written");
+            s.stall_journal(false);
+            h.join().unwrap().unwrap();
+        });
+        // The scans went out with (or before) the dispensation's batch.
+        assert_eq!(stat(&s, "records"), before.0 + 3);
+        assert!(stat(&s, "fsyncs") > before.2);
+    }
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    let log = json(&s.access_log(&id).unwrap());
+    assert_eq!(log["access_log"].as_array().unwrap().len(), 2);
+    assert_eq!(log["access_log"][1]["actor"], "pharmacy:2");
+    assert_eq!(json(&s.dispensations(&id).unwrap())["dispensations"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn scans_racing_a_pending_dispensation_keep_both_across_a_snapshot() {
+    // A scan applied at once may get a higher LSN than a dispensation of the same
+    // prescription still waiting for its fdatasync: the two watermarks keep replay exact.
+    let dir = tempfile::tempdir().unwrap();
+    let id = ids(1)[0];
+    let want = {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        s.create(&record(&id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
+        s.stall_journal(true);
+        let lsn = stat(&s, "next_lsn");
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| s.dispense(&id, &disp(&[(0, 1)]), "k", CODE, Some(T0 + 1)));
+            // Wait until the dispensation has its LSN (queued, BUSY), then scan past it.
+            while stat(&s, "next_lsn") == lsn {
+                std::thread::yield_now();
+            }
+            assert!(s.index.with(&id, |slot| slot.busy()).unwrap());
+            s.scan(&id, CODE, "pharmacy:1", Some(T0 + 2)).unwrap();
+            s.stall_journal(false);
+            h.join().unwrap().unwrap();
+        });
+        s.checkpoint().unwrap();
+        s.scan(&id, CODE, "pharmacy:2", Some(T0 + 3)).unwrap();
+        s.dispense(&id, &disp(&[(0, 1)]), "k2", CODE, Some(T0 + 4)).unwrap();
+        (s.get(&id, Some(T0 + 5)).unwrap(), s.access_log(&id).unwrap())
+    };
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    assert_eq!((s.get(&id, Some(T0 + 5)).unwrap(), s.access_log(&id).unwrap()), want);
+    assert_eq!(json(&want.0)["lines"][0]["remaining"], 3);
+    assert_eq!(json(&want.1)["access_log"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_scan_after_a_journal_failure_or_close_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = ids(1)[0];
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    s.create(&record(&id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
+    s.close().unwrap();
+    assert_eq!(s.scan(&id, CODE, "pharmacy:1", Some(T0 + 1)), Err(StoreError::closed()));
+    assert_eq!(json(&s.access_log(&id).unwrap())["access_log"].as_array().unwrap().len(), 0);
+    let m = Store::memory();
+    m.create(&record(&id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
+    m.close().unwrap();
+    assert_eq!(m.scan(&id, CODE, "pharmacy:1", Some(T0 + 1)), Err(StoreError::closed()));
 }
 
 #[test]
@@ -186,7 +275,7 @@ fn racing_dispensers_never_over_dispense() {
                     let id = &all[i % 3];
                     // Keys shared by pairs of threads: each must be applied once.
                     let key = format!("k{}-{i}", t / 2);
-                    if let Ok(a) = s.dispense(id, &disp(&[(1, 1)]), &key, CODE, Some(T0 + 1)) {
+                    if let Ok(a) = s.dispense(id, &disp(&[(0, 1)]), &key, CODE, Some(T0 + 1)) {
                         if json(&a)["replayed"] == false {
                             got += 1;
                         }
@@ -219,7 +308,7 @@ fn journal_with(dir: &Path, all: &[RxId]) -> (Vec<u8>, Vec<usize>) {
         let s = Store::open(dir, SyncPolicy::Always).unwrap();
         for (i, id) in all.iter().enumerate() {
             s.create(&record(id, "180027512345678", &[(3, 0)]), Some(T0)).unwrap();
-            s.dispense(id, &disp(&[(1, 1)]), &format!("k{i}"), CODE, Some(T0 + 1)).unwrap();
+            s.dispense(id, &disp(&[(0, 1)]), &format!("k{i}"), CODE, Some(T0 + 1)).unwrap();
         }
     }
     let bytes = std::fs::read(journal::segment_path(dir, 1)).unwrap();
@@ -238,7 +327,7 @@ fn expected_after(all: &[RxId], k: usize) -> Vec<Option<Vec<u8>>> {
             s.create(&record(id, "180027512345678", &[(3, 0)]), Some(T0)).unwrap();
         }
         if 2 * i + 1 < k {
-            s.dispense(id, &disp(&[(1, 1)]), &format!("k{i}"), CODE, Some(T0 + 1)).unwrap();
+            s.dispense(id, &disp(&[(0, 1)]), &format!("k{i}"), CODE, Some(T0 + 1)).unwrap();
         }
     }
     all.iter().map(|id| s.get(id, Some(T0 + 5)).ok()).collect()
@@ -314,6 +403,31 @@ fn flipped_bit_in_the_tail_truncates_in_the_middle_refuses() {
     }
 }
 
+#[test]
+fn files_of_the_format_that_numbered_lines_from_1_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = ids(1);
+    let (mut bytes, _) = journal_with(dir.path(), &all);
+    bytes[..8].copy_from_slice(b"ORDJRNL1");
+    let path = journal::segment_path(dir.path(), 1);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Store::open(dir.path(), SyncPolicy::Always).err().unwrap();
+    assert!(matches!(err, StoreError::Failed { errno: None, .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{} is in format ORDJRNL1, this version reads ORDJRNL2 only",
+            path.display()
+        )),
+        "{err}"
+    );
+    // The dispensation record of line 0 says line 0 on disk.
+    let (bytes, starts) = journal_with(tempfile::tempdir().unwrap().path(), &all);
+    let payload = &bytes[starts[1] + journal::FRAME_HEADER..];
+    let (_, ev) = Event::decode(payload).unwrap();
+    let Event::Dispense { d, .. } = ev else { panic!("{ev:?}") };
+    assert_eq!(d.lines[0].line, 0);
+}
+
 // ---- property tests -----------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
@@ -327,7 +441,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..3usize, 1..3u32, 1..4u32, 0..12u8).prop_map(|(rx, line, qty, key)| Op::Dispense { rx, line, qty, key }),
+        6 => (0..3usize, 0..2u32, 1..4u32, 0..12u8).prop_map(|(rx, line, qty, key)| Op::Dispense { rx, line, qty, key }),
         1 => (0..3usize).prop_map(|rx| Op::Cancel { rx }),
         1 => (0..3usize, any::<bool>()).prop_map(|(rx, allowed)| Op::Consent { rx, allowed }),
         1 => (0..3usize).prop_map(|rx| Op::Scan { rx }),
@@ -370,13 +484,13 @@ proptest! {
                             } else {
                                 prop_assert!(matches!(r, Err(StoreError::Conflict(_))));
                             }
-                        } else if m.cancelled || m.remaining.iter().all(|r| *r == 0) || qty > m.remaining[line as usize - 1] {
+                        } else if m.cancelled || m.remaining.iter().all(|r| *r == 0) || qty > m.remaining[line as usize] {
                             prop_assert!(matches!(r, Err(StoreError::Conflict(_))), "{:?}", r);
                         } else {
                             let a = json(&r.unwrap());
-                            m.remaining[line as usize - 1] -= qty;
+                            m.remaining[line as usize] -= qty;
                             m.keys.push((key, line, qty));
-                            prop_assert_eq!(a["lines"][line as usize - 1]["remaining"].as_u64(), Some(u64::from(m.remaining[line as usize - 1])));
+                            prop_assert_eq!(a["lines"][line as usize]["remaining"].as_u64(), Some(u64::from(m.remaining[line as usize])));
                         }
                     }
                     Op::Cancel { rx } => {
@@ -425,7 +539,7 @@ proptest! {
         let kind = [Intervention::None, Intervention::Substitution, Intervention::Adjustment][kind as usize];
         let d = Dispensation {
             at, key: key.into(), finess: *b"750000001", rpps: *b"20000000001",
-            lines: vec![DispensedLine { line: 1, quantity: qty, cip13: cip, kind, motif: motif.map(Into::into), agreed_at: agreed }].into(),
+            lines: vec![DispensedLine { line: 0, quantity: qty, cip13: cip, kind, motif: motif.map(Into::into), agreed_at: agreed }].into(),
         };
         for ev in [
             Event::Create { content },

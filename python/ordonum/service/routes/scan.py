@@ -4,14 +4,16 @@ Every failure — unknown ID, wrong code, malformed ID or code, forged or altere
 token for another ID — answers the same 404 bytes (:data:`NOT_FOUND_BODY`, no ID echoed),
 after the same store work: when the answer is already known to be 404, the handler still
 runs one store scan (one ID lookup and one constant-time digest comparison) on an ID that is
-never issued (``Services.dummy_id``), through the same worker pool as a real scan (the store
-logs a real scan durably, so scans run off the event loop). The token path always pays one
-signature check.
+never issued (``Services.dummy_id``), called the same way as a real scan. The backend logs
+the access before it answers, without waiting for it to be durable (the embedded store's
+``Store.scan`` runs on the event loop and costs microseconds; PostgreSQL commits the access
+log entry with ``synchronous_commit = off``). The token path always pays one signature
+check.
 Manual entry of an ID locks after a burst of wrong codes (429 + Retry-After); the QR path
 never locks.
 
-Hot path: the store's document bytes go out as they are (no Python JSON round trip; see
-:mod:`ordonum.service.lines` for the one exception while the store numbers lines from 1).
+Hot path: the backend's document bytes go out as they are (no Python JSON round trip: the
+store numbers lines from 0, like the HTTP contract).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ async def scan(request: Request) -> Response:
             await svc.backend.lockout_failed(key)
             return await _miss(svc, svc.dummy_code, actor)
     try:
-        # The backend logs the access durably before it answers.
+        # The backend logs the access before it answers (not waiting for durability).
         doc = await svc.backend.scan(rx_id, code, actor=actor)
     except (NotFound, ValueError):
         if manual:

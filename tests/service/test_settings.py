@@ -1,0 +1,71 @@
+"""Settings come from ORDONUM_* variables; a value that does not parse names its variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ordonum.service.app import create_app
+from ordonum.service.settings import Settings
+
+
+def test_defaults_without_environment() -> None:
+    s = Settings.from_env({})
+    assert s == Settings()
+    assert (s.sync, s.otel, s.access_log, s.auth_cache) == ("always", False, True, 100_000)
+
+
+def test_every_kind_of_value_parses() -> None:
+    s = Settings.from_env(
+        {
+            "ORDONUM_DATA": "/srv/ordonum",
+            "ORDONUM_PORT": "9001",
+            "ORDONUM_RATE": "12.5",
+            "ORDONUM_JWKS_URL": "https://idp.example/jwks",
+            "ORDONUM_ACCESS_LOG": "off",
+            "ORDONUM_OTEL": "true",
+            "ORDONUM_SYNC": "delay",
+        }
+    )
+    assert s.data_dir == Path("/srv/ordonum")
+    assert s.store_dir == Path("/srv/ordonum/store")
+    assert (s.port, s.rate, s.jwks_url) == (9001, 12.5, "https://idp.example/jwks")
+    assert (s.access_log, s.otel, s.sync) == (False, True, "delay")
+
+
+def test_overrides_win_over_environment_and_none_is_ignored() -> None:
+    s = Settings.from_env({"ORDONUM_PORT": "9001"}, port=9002, host=None)
+    assert (s.port, s.host) == (9002, "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("var", "text", "message"),
+    [
+        ("ORDONUM_PORT", "eighty", "ORDONUM_PORT='eighty': invalid literal for int()"),
+        ("ORDONUM_OTEL", "maybe", "ORDONUM_OTEL='maybe': expected a boolean"),
+        ("ORDONUM_RATE", "fast", "ORDONUM_RATE='fast': could not convert string to float"),
+    ],
+)
+def test_a_bad_value_names_its_variable(var: str, text: str, message: str) -> None:
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        Settings.from_env({var: text})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sync": "sometimes"}, "ORDONUM_SYNC must be 'always' or 'delay', got 'sometimes'"),
+        ({"write_threads": 0}, "write_threads must be positive, got 0"),
+        ({"rate": 0.0}, "rate must be positive, got 0.0"),
+    ],
+)
+def test_out_of_range_values_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match="^" + message + "$"):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("otel", [False, True])
+def test_fastapi_native_telemetry_follows_the_switch(otel: bool) -> None:
+    app = create_app(Settings(otel=otel))
+    config = app._telemetry
+    assert (config["tracing"], config["metrics"], config["logs"]) == (otel, otel, otel)
