@@ -133,6 +133,13 @@ def cmd_issue(args: argparse.Namespace) -> int:
         from ordonum import checks
 
         settings = _settings(args)
+        if settings.is_postgresql:
+            print(
+                "without --url, issue writes to the embedded store; ORDONUM_STORE names"
+                " PostgreSQL: create through the service with --url",
+                file=sys.stderr,
+            )
+            return 2
         ensure_keys(settings.keys_dir)
         keys = load_qr_keys(settings.keys_dir)
         settings.store_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +192,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ordonum.service.demo import load_demo
 
-    settings = _settings(args)
+    settings = _settings(args, store=args.store)
     load_demo(settings, args.count, tokens_out=args.tokens, seed=args.seed)
     return 0
 
@@ -261,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, required=True, help="how many prescriptions")
     demo.add_argument("--tokens", type=Path, help="also write ID<TAB>token lines to this file")
     demo.add_argument("--seed", type=int, default=None, help="random seed (reproducible data)")
+    demo.add_argument(
+        "--store",
+        default=None,
+        help="postgresql://... to load PostgreSQL (default: $ORDONUM_STORE, or the embedded"
+        " store in DATA/store)",
+    )
     _data_arg(demo)
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -130,3 +130,34 @@ def test_workers_need_postgresql(tmp_path: Path, capsys: pytest.CaptureFixture[s
         "ordonum serve: ORDONUM_STORE must be a postgresql:// URL (or empty for the embedded"
         " store), got 'mysql://u:***@h/db'\n"
     )
+
+
+def test_demo_loads_postgresql(tmp_path: Path, pg_cluster: Any) -> None:
+    """``ordonum demo --store postgresql://...``: what the load test preloads, on PostgreSQL;
+    the service then serves those prescriptions (scan by token and by typed code)."""
+    from ordonum.cli import main
+
+    url = pg_cluster.create_database(f"demo_{uuid.uuid4().hex[:8]}")
+    tokens = tmp_path / "tokens.tsv"
+    data = tmp_path / "data"
+    args = ["demo", "--count", "300", "--seed", "3", "--data", str(data), "--store", url]
+    assert main([*args, "--tokens", str(tokens)]) == 0
+    rows = [line.split("\t") for line in tokens.read_text().splitlines()[1:]]
+    assert len(rows) == 300
+    srv = Server(data, store=url)
+    srv.start()
+    try:
+        pharmacy = srv.token("pharmacist", finess(), rpps=rpps())
+        with httpx.Client(base_url=srv.url) as c:
+            for rx_id, token, code, prescriber, patient in rows[::50]:
+                doc = c.post("/v1/scan", json={"token": token}, headers=pharmacy).json()
+                assert (doc["id"], doc["prescriber"]["rpps"]) == (rx_id, prescriber)
+                assert doc["patient"]["nir"] == patient
+                typed = c.post(
+                    "/v1/scan", json={"id": rx_id, "access_code": code}, headers=pharmacy
+                )
+                assert typed.json() == doc
+            health = c.get("/healthz").json()
+            assert health == {"status": "ok", "prescriptions": 300, "store": "postgresql"}
+    finally:
+        srv.stop()
