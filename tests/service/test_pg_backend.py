@@ -350,6 +350,16 @@ async def test_lockout_is_shared_between_processes(pg_url: str) -> None:
             await backend.lockout_failed(key)
         assert 295 <= await b.lockout_retry_after(key) <= 300
         assert await a.lockout_retry_after(IdGenerator(a.node).new()) == 0
+        # Every 1000th failure forgets the IDs neither locked nor recently failed.
+        stale = IdGenerator(a.node).new()
+        await a.pool.execute(
+            "INSERT INTO manual_lockouts (id_key, failures) VALUES ($1, ARRAY[1::bigint])", stale
+        )
+        a._failures_seen = 999
+        await a.lockout_failed(IdGenerator(a.node).new())
+        keys = {r["id_key"] for r in await a.pool.fetch("SELECT id_key FROM manual_lockouts")}
+        assert stale not in keys
+        assert key in keys  # still locked
     finally:
         await a.close()
         await b.close()

@@ -205,7 +205,8 @@ class PostgresBackend:
         self.scan_pool = scan_pool
         self.node = node
         self._lockout = (lockout_failures, int(lockout_window * 1000), int(lockout_seconds * 1000))
-        self.counters = {"dispensations": 0, "conflicts": 0, "replays": 0, "errors": 0}
+        self.counters = {"dispensations": 0, "conflicts": 0, "replays": 0}
+        self._failures_seen = 0
 
     @classmethod
     async def open(
@@ -560,7 +561,16 @@ class PostgresBackend:
     @_failed
     async def lockout_failed(self, key: str) -> None:
         failures, window, seconds = self._lockout
-        await self.pool.execute(SQL_LOCKOUT_FAILED, key, _now(None), window, failures, seconds)
+        now = _now(None)
+        await self.pool.execute(SQL_LOCKOUT_FAILED, key, now, window, failures, seconds)
+        self._failures_seen += 1
+        if self._failures_seen % 1000 == 0:  # forget IDs neither locked nor recently failed
+            await self.pool.execute(
+                "DELETE FROM manual_lockouts WHERE locked_until < $1 AND coalesce("
+                "failures[cardinality(failures)], 0) < $1 - $2",
+                now,
+                window,
+            )
 
     @_failed
     async def lockout_succeeded(self, key: str) -> None:
