@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from ordonum import Conflict, IdGenerator, SigningKey, Store, issue_token
 from ordonum.service.backend import Backend, EmbeddedBackend
@@ -304,6 +305,43 @@ async def test_concurrent_dispensations_never_over_dispense(pg_url: str) -> None
         doc = await pools[1].get(rx_id)
         assert b'"remaining":0' in doc
         assert b'"status":"dispensed"' in doc
+    finally:
+        for p in pools:
+            await p.close()
+
+
+async def test_twin_requests_race_to_one_dispensation(pg_url: str) -> None:
+    """The same request (same idempotency key) sent many times at once, through several
+    pools: one dispensation is recorded, every answer names it, all but one are replays.
+    (A request that waited for the row lock must see what its twin committed meanwhile.)"""
+    pools = [await PostgresBackend.open(pg_url, min_size=1, max_size=8) for _ in range(3)]
+    try:
+        rx_id = IdGenerator(pools[0].node).new()
+        code = issue_token(SigningKey.generate("TWN1"), rx_id).access_code
+        now = int(time.time() * 1000)
+        record = _record(random.Random(8), rx_id, code, now)
+        record["lines"] = [{**record["lines"][0], "quantity": 50, "renewals": 0}]
+        await pools[0].create(record, "RX1:t", now_ms=now)
+        body = {
+            "pharmacy_finess": finess(),
+            "pharmacist_rpps": rpps(),
+            "lines": [{"line": 0, "quantity": 2, "intervention": {"kind": "none"}}],
+        }
+        for round_ in range(5):
+            answers = await asyncio.gather(
+                *(
+                    pools[i % 3].dispense(
+                        rx_id, body, idempotency_key=f"twin-{round_}", access_code=code
+                    )
+                    for i in range(12)
+                )
+            )
+            docs = [orjson.loads(a) for a in answers]
+            assert {d["dispensation_id"] for d in docs} == {f"{rx_id}/{round_ + 1}"}
+            assert sorted(d["replayed"] for d in docs) == [False] + [True] * 11
+        doc = orjson.loads(await pools[1].get(rx_id))
+        assert doc["lines"][0]["remaining"] == 50 - 2 * 5
+        assert len(doc["dispensations"]) == 5
     finally:
         for p in pools:
             await p.close()

@@ -10,15 +10,16 @@ Driver: asyncpg (binary protocol, prepared statements cached per connection, its
 How each operation stays correct with many processes:
 
 * **dispense**: one transaction. ``SELECT ... FOR UPDATE`` takes the prescription's row lock
-  (only if the access code's digest matches: a wrong code locks nothing), together with
-  the dispensation already recorded under the same idempotency key, if any; the request is
-  checked against the locked state in Python (the store's rules, :mod:`pgmodel`); the new
-  remaining quantities and the dispensation row are written by one statement; COMMIT. The
-  answer is sent only after COMMIT returned, and with ``synchronous_commit = on`` (the
-  default; with a synchronous standby, ``remote_apply`` or ``on`` waits for it too) a
-  committed dispensation survives a crash. Two pharmacies racing for the last units queue
-  on the row lock: the second sees the first's result. ``remaining >= 0`` is also a CHECK
-  constraint, a second line of defence.
+  (only if the access code's digest matches: a wrong code locks nothing); then, in a
+  statement of its own (so that it sees what a twin request committed while this one
+  waited for the lock), the dispensation already recorded under the same idempotency key,
+  if any; the request is checked against the locked state in Python (the store's rules,
+  :mod:`pgmodel`); the new remaining quantities and the dispensation row are written by
+  one statement; COMMIT. The answer is sent only after COMMIT returned, and with
+  ``synchronous_commit = on`` (the default; with a synchronous standby it waits for the
+  standby too) a committed dispensation survives a crash. Two pharmacies racing for the
+  last units queue on the row lock: the second sees the first's result. ``remaining >= 0``
+  is also a CHECK constraint, a second line of defence.
 * **scan**: one statement: the code check, the access-log insert and the document read, on
   a second small pool whose sessions have ``synchronous_commit = off``: like the embedded
   store's scan, it does not wait for the log entry to be durable (a crash or a failover may
@@ -143,11 +144,16 @@ SQL_SCAN = (
     f" SELECT {_DOC_COLUMNS}, {_DISPENSATIONS} AS disp FROM hit p"
 )
 SQL_LOCK_FOR_DISPENSE = (
-    "SELECT p.valid_until_ms, p.cancelled_at_ms, p.remaining, p.dispensation_count, p.lines,"
-    " d.n, d.pharmacy_finess, d.pharmacist_rpps, d.lines AS dlines, d.remaining_after"
-    " FROM prescriptions p LEFT JOIN dispensations d"
-    " ON d.rx_id = p.id AND d.idempotency_key = $3"
-    " WHERE p.id = $1 AND p.code_digest = $2 FOR UPDATE OF p"
+    "SELECT valid_until_ms, cancelled_at_ms, remaining, dispensation_count, lines"
+    " FROM prescriptions WHERE id = $1 AND code_digest = $2 FOR UPDATE"
+)
+# A statement of its own, run once the row lock is held: in READ COMMITTED each statement
+# sees what was committed before it started, so a request that waited for the lock sees
+# the dispensation its twin (same key) just committed. Joined into the locking SELECT it
+# would not: after a lock wait PostgreSQL re-reads the locked row only, not the join.
+SQL_SAME_KEY = (
+    "SELECT n, pharmacy_finess, pharmacist_rpps, lines, remaining_after FROM dispensations"
+    " WHERE rx_id = $1 AND idempotency_key = $2"
 )
 SQL_RECORD_DISPENSATION = (
     "WITH u AS (UPDATE prescriptions SET remaining = $2, dispensation_count = $3"
@@ -322,14 +328,15 @@ class PostgresBackend:
         if digest is None:
             raise NotFound(NO_MATCH)
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(SQL_LOCK_FOR_DISPENSE, rx_id, digest, idempotency_key)
+            row = await conn.fetchrow(SQL_LOCK_FOR_DISPENSE, rx_id, digest)
             if row is None:
                 raise NotFound(NO_MATCH)
-            if row["n"] is not None:  # the key was seen: same request -> first answer
+            first = await conn.fetchrow(SQL_SAME_KEY, rx_id, idempotency_key)
+            if first is not None:  # the key was seen: same request -> first answer
                 same = (
-                    row["pharmacy_finess"] == finess
-                    and row["pharmacist_rpps"] == rpps
-                    and orjson.loads(row["dlines"]) == lines
+                    first["pharmacy_finess"] == finess
+                    and first["pharmacist_rpps"] == rpps
+                    and orjson.loads(first["lines"]) == lines
                 )
                 if not same:
                     self.counters["conflicts"] += 1
@@ -338,7 +345,9 @@ class PostgresBackend:
                         " used for a different dispensation"
                     )
                 self.counters["replays"] += 1
-                return pgmodel.dispense_answer(rx_id, row["n"], list(row["remaining_after"]), True)
+                return pgmodel.dispense_answer(
+                    rx_id, first["n"], list(first["remaining_after"]), True
+                )
             remaining = self._check(rx_id, row, lines, now)
             n = row["dispensation_count"] + 1
             await conn.execute(
