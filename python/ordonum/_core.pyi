@@ -393,6 +393,17 @@ def issue_token(key: SigningKey, rx_id: str) -> Token:
 def issue_token_at(key: SigningKey, rx_id: str, now: datetime) -> Token:
     """:func:`issue_token` at time ``now`` (an aware ``datetime``, 2020..2156)."""
 
+def issue_tokens(key: SigningKey, rx_ids: Iterable[str]) -> list[Token]:
+    """:func:`issue_token` for many IDs in one call, in order, all issued now.
+
+    The GIL is released while signing; large batches are signed on several threads (up to
+    8, the machine's cores). :class:`InvalidId` naming the first malformed ID
+    (``rx_ids[3]: ...``), ``TypeError`` for a non-``str``; nothing is issued then.
+    """
+
+def issue_tokens_at(key: SigningKey, rx_ids: Iterable[str], now: datetime) -> list[Token]:
+    """:func:`issue_tokens` at time ``now`` (an aware ``datetime``, 2020..2156)."""
+
 def verify_token(text: str, keyring: KeyRing) -> Token:
     """Verify a token text against ``keyring`` now.
 
@@ -494,6 +505,19 @@ class Store:
         """Create a prescription (``created_at = now_ms``); returns its document.
 
         :class:`Conflict` if the ID exists; :class:`InvalidRecord` for a bad record.
+        """
+
+    def create_many(self, records: Iterable[bytes | str], *, now_ms: int | None = None) -> int:
+        """Create many prescriptions in one call (bulk loads); returns how many.
+
+        All or nothing before anything is written: the first invalid record raises
+        :class:`InvalidRecord` with its index (``records[3].lines[0].quantity: ...``), the
+        first taken ID (a duplicate within the batch included) :class:`Conflict`
+        (``records[3]: prescription ... already exists``), and the store is unchanged. Then
+        the batch is journalled as one group commit (one ``write``, one ``fdatasync``) and
+        the call returns once every record is durable and visible. A crash before it
+        returns may keep any prefix of the batch, like unacknowledged creations. The GIL is
+        released for the whole batch. No documents are returned (use :meth:`get_many`).
         """
 
     def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes:

@@ -91,6 +91,22 @@ impl PyStore {
         Ok(PyBytes::new(py, &doc))
     }
 
+    /// Many creations in one call: the GIL is released for the whole batch.
+    #[pyo3(signature = (records, *, now_ms = None))]
+    fn create_many(
+        &self,
+        py: Python<'_>,
+        records: &Bound<'_, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<usize> {
+        let objs: Vec<Bound<'_, PyAny>> = records.try_iter()?.collect::<PyResult<_>>()?;
+        let mut jsons: Vec<&[u8]> = Vec::with_capacity(objs.len());
+        for (i, o) in objs.iter().enumerate() {
+            jsons.push(json_arg(o, &format!("records[{i}]"))?);
+        }
+        Ok(py.detach(|| self.0.create_many(&jsons, now_ms))?)
+    }
+
     #[pyo3(signature = (rx_id, *, now_ms = None))]
     fn get<'py>(
         &self,

@@ -250,6 +250,76 @@ fn a_scan_after_a_journal_failure_or_close_is_refused() {
 }
 
 #[test]
+fn create_many_is_all_or_nothing_and_equals_creating_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = ids(40);
+    let recs: Vec<Vec<u8>> = all
+        .iter()
+        .enumerate()
+        .map(|(i, id)| record(id, "180027512345678", &[(1 + i as u32 % 3, i as u32 % 2)]))
+        .collect();
+    let one_by_one = Store::memory();
+    for r in &recs {
+        one_by_one.create(r, Some(T0)).unwrap();
+    }
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    let slices: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
+    let fsyncs = stat(&s, "fsyncs");
+    // A bad record anywhere refuses the batch, naming its index.
+    let mut bad = recs[..30].to_vec();
+    bad[17] = String::from_utf8(bad[17].clone())
+        .unwrap()
+        .replace(r#""quantity":3"#, r#""quantity":0"#)
+        .into_bytes();
+    let bad_slices: Vec<&[u8]> = bad.iter().map(Vec::as_slice).collect();
+    assert_eq!(
+        s.create_many(&bad_slices, Some(T0)),
+        Err(StoreError::Invalid {
+            field: "records[17].lines[0].quantity".into(),
+            message: "1 to 9999 units, got 0".into()
+        })
+    );
+    assert_eq!(
+        s.create_many(&[slices[0], b"{}"], Some(T0)),
+        Err(StoreError::Invalid {
+            field: "records[1]".into(),
+            message: "missing field `id` at line 1 column 2".into()
+        })
+    );
+    assert_eq!(s.len(), 0);
+    assert_eq!(s.create_many(&slices[..10], Some(T0)), Ok(10));
+    // An ID already there, or twice in the batch: refused whole, nothing added.
+    let dup = [slices[10], slices[11], slices[3]];
+    assert_eq!(
+        s.create_many(&dup, Some(T0)),
+        Err(StoreError::Conflict(format!("records[2]: prescription {} already exists", all[3])))
+    );
+    let twice = [slices[10], slices[11], slices[10]];
+    assert_eq!(
+        s.create_many(&twice, Some(T0)),
+        Err(StoreError::Conflict(format!("records[2]: prescription {} already exists", all[10])))
+    );
+    assert_eq!(s.len(), 10);
+    assert!(s.get(&all[10], Some(T0)).is_err());
+    // The refused IDs were released: they can be created now.
+    assert_eq!(s.create_many(&slices[10..], Some(T0)), Ok(30));
+    assert_eq!(s.create_many(&[], Some(T0)), Ok(0));
+    assert!(stat(&s, "fsyncs") - fsyncs <= 3, "one group commit per batch");
+    let same = |s: &Store| {
+        for id in &all {
+            assert_eq!(s.get(id, Some(T0 + 1)).unwrap(), one_by_one.get(id, Some(T0 + 1)).unwrap());
+        }
+        assert_eq!(
+            s.by_patient("180027512345678", 100, None).unwrap(),
+            one_by_one.by_patient("180027512345678", 100, None).unwrap()
+        );
+    };
+    same(&s);
+    drop(s);
+    same(&Store::open(dir.path(), SyncPolicy::Always).unwrap());
+}
+
+#[test]
 fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
