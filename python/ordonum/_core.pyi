@@ -559,6 +559,41 @@ class Store:
         :class:`NotFound` on a wrong ID or code.
         """
 
+    def dispense_submit(
+        self,
+        rx_id: str,
+        dispensation: bytes | str,
+        *,
+        idempotency_key: str,
+        access_code: str,
+        now_ms: int | None = None,
+    ) -> tuple[bytes, int] | None:
+        """:meth:`dispense` for a caller that must not block (an event loop).
+
+        Same checks and errors, then ``(answer, lsn)``: send ``answer`` once ``lsn`` is
+        durable (:meth:`wait`, or :meth:`wake_fd` + :meth:`durable_lsn`); ``lsn`` 0 means
+        nothing was written (a replay) or the store has no journal. ``None`` when another
+        write of this prescription is still in flight: nothing was done, call
+        :meth:`dispense` from a thread (it waits its turn).
+        """
+
+    def create_submit(self, record: bytes | str, *, now_ms: int | None = None) -> tuple[str, int]:
+        """:meth:`create` without waiting: ``(id, lsn)``. The ID is taken at once; the
+        prescription is visible to :meth:`get` once ``lsn`` is durable."""
+
+    def wait(self, lsn: int) -> None:
+        """Block (GIL released) until ``lsn`` is durable and applied; :class:`StoreFailed` if
+        the journal failed first."""
+
+    def durable_lsn(self) -> int:
+        """The highest LSN durable (per the sync policy) and applied (``2**64 - 1`` without a
+        journal); :class:`StoreFailed` once the journal has failed."""
+
+    def wake_fd(self) -> int | None:
+        """A non-blocking file descriptor, readable whenever :meth:`durable_lsn` may have
+        moved (one byte per group commit, from the first call on); drain it, then read
+        :meth:`durable_lsn`. Owned by the store (do not close it); ``None`` in memory."""
+
     def cancel(self, rx_id: str, *, prescriber_rpps: str, now_ms: int | None = None) -> str:
         """Cancel on behalf of the prescriber; returns the new status (``"cancelled"``)."""
 
