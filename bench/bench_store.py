@@ -6,6 +6,9 @@
 * ``store-durable-writes``: durable dispensations with 1, 8 and 64 writer threads (group
   commit) vs a naive ``write`` + ``fdatasync`` per record loop, 2,000 records a round.
 * ``store-recovery``: ``Store.open`` replaying a journal of N creations, and from a snapshot.
+* ``store-bulk-create``: ``Store.create_many`` of 10,000 records vs a loop of ``create`` on
+  the same kind of store (durable, ``sync="delay"`` as ``ordonum demo`` uses), a fresh store
+  directory and fresh IDs each round.
 
 Sizes: ``ORDONUM_BENCH_N`` prescriptions (default 10,000,000 with ``make bench``; 2,000 when
 benchmarks run as smoke tests). ``bench/store_recovery.py`` times recovery at any size.
@@ -228,6 +231,61 @@ def test_durable_naive_write_fdatasync_loop(benchmark: Any, disk_dir: Path) -> N
         )
     finally:
         os.close(fd)
+
+
+# ---- bulk creation ------------------------------------------------------------------------
+
+
+def bulk_records(n: int, seed: int) -> list[str]:
+    gen = IdGenerator(13)
+    tpl, placeholder = template(gen)
+    return [
+        tpl.replace(placeholder, rx).replace(NIR, f"{seed:06d}{i:09d}")
+        for i, rx in enumerate(gen.new_batch(n))
+    ]
+
+
+def bulk_round(
+    disk_dir: Path, n: int, load: Callable[[Store, list[str]], None]
+) -> tuple[Callable[[], tuple[tuple[Store, list[str]], dict[str, Any]]], Callable[..., None]]:
+    """(setup, run): a fresh durable store and fresh records for each round."""
+    rounds = iter(range(10**6))
+
+    def setup() -> tuple[tuple[Store, list[str]], dict[str, Any]]:
+        k = next(rounds)
+        return (Store.open(disk_dir / f"bulk{k}", sync="delay"), bulk_records(n, k)), {}
+
+    def run(store: Store, records: list[str]) -> None:
+        load(store, records)
+        assert len(store) == n
+        store.close()
+
+    return setup, run
+
+
+@pytest.mark.benchmark(group="store-bulk-create")
+def test_bulk_create_ordonum_create_many(benchmark: Any, disk_dir: Path) -> None:
+    n = 10_000 if not benchmark.disabled else 200
+
+    def many(store: Store, records: list[str]) -> None:
+        store.create_many(records, now_ms=T0)
+
+    setup, run = bulk_round(disk_dir, n, many)
+    benchmark.pedantic(run, setup=setup, rounds=3 if not benchmark.disabled else 1)
+    benchmark.extra_info["items"] = n
+
+
+@pytest.mark.benchmark(group="store-bulk-create")
+def test_bulk_create_loop_of_create(benchmark: Any, disk_dir: Path) -> None:
+    n = 10_000 if not benchmark.disabled else 200
+
+    def loop(store: Store, records: list[str]) -> None:
+        for r in records:
+            store.create(r, now_ms=T0)
+
+    setup, run = bulk_round(disk_dir, n, loop)
+    benchmark.pedantic(run, setup=setup, rounds=3 if not benchmark.disabled else 1)
+    benchmark.extra_info["items"] = n
 
 
 # ---- recovery -----------------------------------------------------------------------------

@@ -73,9 +73,13 @@ def pinned(cpus: str | None, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *cmd]
 
 
-def preload(data: Path, count: int, log: Path, tokens: Path | None = None) -> float:
-    """``ordonum demo --count N [--tokens FILE]``: returns the wall time in seconds."""
+def preload(
+    data: Path, count: int, log: Path, tokens: Path | None = None, store: str | None = None
+) -> float:
+    """``ordonum demo --count N [--tokens FILE] [--store URL]``: the wall time in seconds."""
     cmd = [*ordonum_cli(), "demo", "--count", str(count), "--data", str(data)]
+    if store:
+        cmd += ["--store", store]
     if tokens is not None:
         cmd += ["--tokens", str(tokens)]
     t = time.perf_counter()
@@ -106,15 +110,22 @@ def demo_papers(tokens: Path, count: int, seed: int = 5) -> list[dict[str, Any]]
 
 @contextmanager
 def server(
-    data: Path, port: int, cpus: str | None, log: Path, env: dict[str, str] | None = None
+    data: Path,
+    port: int,
+    cpus: str | None,
+    log: Path,
+    env: dict[str, str] | None = None,
+    store: str | None = None,
+    workers: int = 1,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``ordonum serve`` process; stopped (SIGTERM, then SIGKILL) on exit."""
     import httpx
 
-    cmd = pinned(
-        cpus,
-        [*ordonum_cli(), "serve", "--host", "127.0.0.1", "--port", str(port), "--data", str(data)],
-    )
+    serve = [*ordonum_cli(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    serve += ["--data", str(data)]
+    if store:
+        serve += ["--store", store, "--workers", str(workers)]
+    cmd = pinned(cpus, serve)
     with log.open("ab") as f:  # the service's defaults unless told: durable writes, access log
         proc = subprocess.Popen(
             cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
@@ -428,10 +439,21 @@ def analyse(
     return out
 
 
+def server_cpu(r: StageResult) -> float:
+    """Cores used by the system under test: the service's processes and PostgreSQL's."""
+    return r.cpu.get("server", math.nan) + r.cpu.get("postgres", 0.0)
+
+
 def cpu_per_request_us(r: StageResult) -> float:
     """Server CPU time per request: what a step costs, whatever else the machine did."""
     rate = r.achieved.get("total", 0.0)
-    return r.cpu.get("server", math.nan) * 1e6 / rate if rate > 0 else math.nan
+    return server_cpu(r) * 1e6 / rate if rate > 0 else math.nan
+
+
+def backend_label(meta: dict[str, Any]) -> str:
+    if meta.get("store", "embedded") == "embedded":
+        return "embedded store, 1 process"
+    return f"PostgreSQL store (same CPUs), {meta.get('workers', 1)} worker process(es)"
 
 
 def knee(results: Sequence[StageResult]) -> StageResult | None:
@@ -489,8 +511,9 @@ def summary_md(
         "",
         f"- date: {meta['date']}",
         f"- machine: {meta['machine']}",
-        f"- server: `ordonum serve` (release build) pinned to CPU {meta['server_cpus']}; "
-        f"locust {meta['locust_version']} pinned to CPU {meta['locust_cpus']} "
+        f"- server: `ordonum serve` (release build), {backend_label(meta)}, pinned to CPU "
+        f"{meta['server_cpus']}; locust {meta['locust_version']} pinned to CPU "
+        f"{meta['locust_cpus']} "
         f"({meta['processes']} process(es))",
         f"- store before the run: {meta['preload']:,} prescriptions loaded by `ordonum demo` in "
         f"{meta['preload_s']:.1f} s ({meta['preload'] / max(meta['preload_s'], 1e-9):,.0f}/s), "
@@ -534,7 +557,7 @@ def summary_md(
             f"| {X}{r.stage.multiple:g} | {r.stage.target_rps['total']:,.0f} | "
             f"{r.achieved['total']:,.0f} | {fmt_ms(t.p(0.5))} | {fmt_ms(t.p(0.95))} | "
             f"{fmt_ms(t.p(0.99))} | {fmt_ms(t.p(1.0))} | {t.failures:,} ({t.failure_ratio:.2%}) | "
-            f"{t.expected_409:,} | {r.cpu.get('server', math.nan):.0%} | "
+            f"{t.expected_409:,} | {server_cpu(r):.0%} | "
             f"{cpu_per_request_us(r):,.0f} | {r.cpu.get('locust', math.nan):.0%} | "
             f"{r.cpu.get('others', math.nan):.0%} | "
             f"{r.verdict()} |"
@@ -622,7 +645,8 @@ def plot(
         ax2.plot(xs, [per_sec[flow].get(x, 0) for x in xs], label=flow, lw=0.8)
     ax2.set_ylabel("req/s per flow")
     cpu_t = [s["t"] - t0 for s in cpu]
-    for key in ("server", "locust", "others"):
+    keys = ("server", "postgres", "locust", "others")
+    for key in (k for k in keys if any(k in s for s in cpu)):
         ax3.plot(cpu_t, [100 * s.get(key, math.nan) for s in cpu], label=f"{key} CPU", lw=1)
     ax3.set_ylabel("CPU % of one core")
     ax3.set_xlabel("seconds since start")
@@ -739,7 +763,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrk-seconds", type=int, default=10, help="0 skips the wrk ceiling")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
     ap.add_argument("--work", type=Path, default=None, help="work dir (default: a temp dir)")
+    ap.add_argument(
+        "--store",
+        default=None,
+        help="postgresql://... to run the service on PostgreSQL (default: the embedded store)",
+    )
+    ap.add_argument(
+        "--pg",
+        action="store_true",
+        help="start a throwaway PostgreSQL cluster (bench/pgcluster.py) on the server CPUs "
+        "and use it as --store",
+    )
+    ap.add_argument("--workers", type=int, default=1, help="service processes (needs PostgreSQL)")
     args = ap.parse_args(argv)
+    if args.workers > 1 and not (args.store or args.pg):
+        ap.error("--workers > 1 needs --store postgresql://... or --pg")
 
     results_dir: Path = args.results
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -748,17 +786,25 @@ def main(argv: list[str] | None = None) -> int:
     data.mkdir(parents=True, exist_ok=True)
     run.mkdir(parents=True, exist_ok=True)
     print(f"work dir: {work}", flush=True)
+    cluster = None
     try:
+        store: str | None = args.store
+        if args.pg:
+            cluster = start_pg(args.server_cpus)
+            store = cluster.create_database("ordonum")
+            print(f"PostgreSQL: {store}", flush=True)
         print(f"pre-loading {args.preload:,} prescriptions (ordonum demo)...", flush=True)
         preload_s = (
-            preload(data, args.preload, run / "demo.log", run / "demo-tokens.tsv")
+            preload(data, args.preload, run / "demo.log", run / "demo-tokens.tsv", store)
             if args.preload
             else 0.0
         )
         print(f"  {preload_s:.1f} s", flush=True)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        with server(data, port, args.server_cpus, run / "server.log") as srv:
+        with server(
+            data, port, args.server_cpus, run / "server.log", None, store, args.workers
+        ) as srv:
             print("minting identities...", flush=True)
             ids = loadkit.make_identities(data, args.prescribers, args.pharmacies, args.patients)
             ids.save(run / "identities.json")
@@ -788,14 +834,16 @@ def main(argv: list[str] | None = None) -> int:
                 results_dir,
                 args.locust_cpus,
                 args.processes,
-                {"server": srv.pid},
+                {"server": srv.pid} | ({"postgres": cluster.postmaster_pid()} if cluster else {}),
                 run / "locust.log",
             )
             print(f"  locust exited with {code}", flush=True)
         wrk: list[WrkResult] = []
         if args.wrk_seconds > 0:  # a fresh server, per-identity rate limit lifted (one bearer)
             lifted = {"ORDONUM_RATE": "1000000", "ORDONUM_BURST": "1000000"}
-            with server(data, port, args.server_cpus, run / "server.log", lifted):
+            with server(
+                data, port, args.server_cpus, run / "server.log", lifted, store, args.workers
+            ):
                 wrk = run_wrk(url, ids, run, args.wrk_seconds)
         import locust
 
@@ -816,13 +864,34 @@ def main(argv: list[str] | None = None) -> int:
             "pharmacies": args.pharmacies,
             "patients": args.patients,
             "user_rate": args.user_rate,
+            "store": "PostgreSQL" if store else "embedded",
+            "workers": args.workers,
         }
         ok = report(run, plan, results_dir, cpu, meta, wrk)
         print((results_dir / "load-summary.md").read_text())
         return 0 if ok else 1
     finally:
+        if cluster is not None:
+            cluster.destroy()
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def start_pg(cpus: str | None) -> Any:
+    """A throwaway PostgreSQL cluster (bench/pgcluster.py, PostgreSQL's default durability),
+    its processes pinned to ``cpus`` like the service: they inherit this process's
+    affinity while it starts them."""
+    from pgcluster import PgCluster
+
+    cluster = PgCluster.create()
+    mine = os.sched_getaffinity(0)
+    try:
+        if cpus:
+            os.sched_setaffinity(0, cpu_list(cpus))
+        cluster.start()
+    finally:
+        os.sched_setaffinity(0, mine)
+    return cluster
 
 
 def cpu_list(spec: str) -> list[int]:

@@ -230,6 +230,64 @@ def test_scan_checks_the_code_and_logs_the_access(store: Store, gen: IdGenerator
     assert len(load(store.access_log(rx))["access_log"]) == 2
 
 
+def test_create_many_equals_creating_one_by_one(store: Store, gen: IdGenerator) -> None:
+    ids = [gen.new() for _ in range(50)]
+    recs = [record(rx, lines=[(1 + i % 3, i % 2)] * (1 + i % 4)) for i, rx in enumerate(ids)]
+    reference = Store.memory()
+    for r in recs:
+        reference.create(r, now_ms=T0)
+    # bytes and str, any iterable
+    assert store.create_many(iter([r.encode() for r in recs[:20]]), now_ms=T0) == 20
+    assert store.create_many(recs[20:], now_ms=T0) == 30
+    assert store.create_many([], now_ms=T0) == 0
+    assert len(store) == 50
+    assert store.get_many(ids, now_ms=T0 + 1) == reference.get_many(ids, now_ms=T0 + 1)
+    assert store.by_patient(NIR, limit=100) == reference.by_patient(NIR, limit=100)
+
+
+def test_create_many_is_all_or_nothing_and_names_the_bad_record(
+    store: Store, gen: IdGenerator
+) -> None:
+    ids = [gen.new() for _ in range(4)]
+    recs = [record(rx) for rx in ids]
+    bad = json.loads(recs[2])
+    bad["lines"][0]["quantity"] = 0
+    with pytest.raises(
+        InvalidRecord, match=r"^records\[2\]\.lines\[0\]\.quantity: 1 to 9999 units, got 0$"
+    ):
+        store.create_many([recs[0], recs[1], json.dumps(bad)], now_ms=T0)
+    with pytest.raises(InvalidRecord, match=r"^records\[1\]: trailing characters at line 1"):
+        store.create_many([recs[0], recs[1] + " x"], now_ms=T0)
+    with pytest.raises(TypeError, match=r"^records\[1\] must be bytes or str, not int$"):
+        store.create_many([recs[0], 5], now_ms=T0)  # type: ignore[list-item]
+    assert len(store) == 0
+    store.create(recs[1], now_ms=T0)
+    with pytest.raises(Conflict, match=rf"^records\[1\]: prescription {ids[1]} already exists$"):
+        store.create_many([recs[0], recs[1]], now_ms=T0)
+    with pytest.raises(Conflict, match=rf"^records\[2\]: prescription {ids[0]} already exists$"):
+        store.create_many([recs[0], recs[2], recs[0]], now_ms=T0)
+    assert len(store) == 1
+    with pytest.raises(NotFound):
+        store.get(ids[0])
+    # The refused IDs were released.
+    assert store.create_many([recs[0], recs[2], recs[3]], now_ms=T0) == 3
+    store.close()
+    with pytest.raises(StoreFailed, match=r"^the store is closed$"):
+        store.create_many([record(gen.new())], now_ms=T0)
+
+
+def test_create_many_is_one_group_commit(tmp_path: Path, gen: IdGenerator) -> None:
+    recs = [record(gen.new()) for _ in range(500)]
+    with Store.open(tmp_path) as s:
+        before = s.stats()
+        assert s.create_many(recs, now_ms=T0) == 500
+        after = s.stats()
+        assert after["records"] - before["records"] == 500
+        assert after["fsyncs"] - before["fsyncs"] <= 2  # one, unless a batch was in flight
+    with Store.open(tmp_path) as s:
+        assert len(s) == 500
+
+
 def test_scan_is_logged_at_once_and_survives_reopen(tmp_path: Path, gen: IdGenerator) -> None:
     # A long sync delay: nothing is fsynced during the test unless someone waits for it.
     rx = gen.new()

@@ -25,6 +25,8 @@ from ordonum import (
     diagnose_token_at,
     issue_token,
     issue_token_at,
+    issue_tokens,
+    issue_tokens_at,
     parse_access_code,
     parse_id,
     qr,
@@ -324,6 +326,37 @@ def test_verify_tokens_matches_verify_token(key: SigningKey, ring: KeyRing) -> N
     assert verify_tokens(iter(texts[:3]), ring) == got[:3]
     with pytest.raises(TypeError, match="token must be str, not bytes"):
         verify_tokens([b"RX1:"], ring)  # type: ignore[list-item]
+
+
+def test_issue_tokens_signs_each_id_in_order(key: SigningKey, ring: KeyRing) -> None:
+    # 700 is enough to be split over several threads (256 per thread at least).
+    ids = GEN.new_batch(700)
+    tokens = issue_tokens_at(key, ids, NOW)
+    assert [t.id for t in tokens] == ids
+    assert all(t.issued_at == NOW and t.kid == "FR01" for t in tokens)
+    assert len({t.access_code for t in tokens}) == 700
+    pub = Ed25519PublicKey.from_public_bytes(key.verifying_key().to_bytes())
+    for t in tokens:
+        # Each one verifies on its own, and with `cryptography` over the documented layout.
+        assert verify_token_at(t.text, ring, NOW) == t
+        raw = b45decode(t.text[4:])
+        pub.verify(raw[35:], DOMAIN + raw[:35])
+    assert verify_tokens_at([t.text for t in tokens], ring, NOW) == tokens
+    fresh_now = issue_tokens(key, iter(ids[:3]))
+    assert [verify_token(t.text, ring).id for t in fresh_now] == ids[:3]
+    assert issue_tokens(key, []) == []
+
+
+def test_issue_tokens_refuses_bad_input_whole(key: SigningKey) -> None:
+    ids = GEN.new_batch(3)
+    with pytest.raises(InvalidId, match=r"^rx_ids\[1\]: an ID has 17 characters"):
+        issue_tokens(key, [ids[0], "nope", ids[2]])
+    with pytest.raises(TypeError, match=r"^rx_ids\[2\] must be str, not bytes$"):
+        issue_tokens(key, [ids[0], ids[1], b"x"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        issue_tokens(key, 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        issue_tokens("FR01", ids)  # type: ignore[arg-type]
 
 
 def test_bad_arguments() -> None:

@@ -393,6 +393,17 @@ def issue_token(key: SigningKey, rx_id: str) -> Token:
 def issue_token_at(key: SigningKey, rx_id: str, now: datetime) -> Token:
     """:func:`issue_token` at time ``now`` (an aware ``datetime``, 2020..2156)."""
 
+def issue_tokens(key: SigningKey, rx_ids: Iterable[str]) -> list[Token]:
+    """:func:`issue_token` for many IDs in one call, in order, all issued now.
+
+    The GIL is released while signing; large batches are signed on several threads (up to
+    8, the machine's cores). :class:`InvalidId` naming the first malformed ID
+    (``rx_ids[3]: ...``), ``TypeError`` for a non-``str``; nothing is issued then.
+    """
+
+def issue_tokens_at(key: SigningKey, rx_ids: Iterable[str], now: datetime) -> list[Token]:
+    """:func:`issue_tokens` at time ``now`` (an aware ``datetime``, 2020..2156)."""
+
 def verify_token(text: str, keyring: KeyRing) -> Token:
     """Verify a token text against ``keyring`` now.
 
@@ -496,6 +507,19 @@ class Store:
         :class:`Conflict` if the ID exists; :class:`InvalidRecord` for a bad record.
         """
 
+    def create_many(self, records: Iterable[bytes | str], *, now_ms: int | None = None) -> int:
+        """Create many prescriptions in one call (bulk loads); returns how many.
+
+        All or nothing before anything is written: the first invalid record raises
+        :class:`InvalidRecord` with its index (``records[3].lines[0].quantity: ...``), the
+        first taken ID (a duplicate within the batch included) :class:`Conflict`
+        (``records[3]: prescription ... already exists``), and the store is unchanged. Then
+        the batch is journalled as one group commit (one ``write``, one ``fdatasync``) and
+        the call returns once every record is durable and visible. A crash before it
+        returns may keep any prefix of the batch, like unacknowledged creations. The GIL is
+        released for the whole batch. No documents are returned (use :meth:`get_many`).
+        """
+
     def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes:
         """The prescription's JSON document; :class:`NotFound` if there is none."""
 
@@ -534,6 +558,41 @@ class Store:
         over-dispensing, a cancelled, expired or fully dispensed prescription;
         :class:`NotFound` on a wrong ID or code.
         """
+
+    def dispense_submit(
+        self,
+        rx_id: str,
+        dispensation: bytes | str,
+        *,
+        idempotency_key: str,
+        access_code: str,
+        now_ms: int | None = None,
+    ) -> tuple[bytes, int] | None:
+        """:meth:`dispense` for a caller that must not block (an event loop).
+
+        Same checks and errors, then ``(answer, lsn)``: send ``answer`` once ``lsn`` is
+        durable (:meth:`wait`, or :meth:`wake_fd` + :meth:`durable_lsn`); ``lsn`` 0 means
+        nothing was written (a replay) or the store has no journal. ``None`` when another
+        write of this prescription is still in flight: nothing was done, call
+        :meth:`dispense` from a thread (it waits its turn).
+        """
+
+    def create_submit(self, record: bytes | str, *, now_ms: int | None = None) -> tuple[str, int]:
+        """:meth:`create` without waiting: ``(id, lsn)``. The ID is taken at once; the
+        prescription is visible to :meth:`get` once ``lsn`` is durable."""
+
+    def wait(self, lsn: int) -> None:
+        """Block (GIL released) until ``lsn`` is durable and applied; :class:`StoreFailed` if
+        the journal failed first."""
+
+    def durable_lsn(self) -> int:
+        """The highest LSN durable (per the sync policy) and applied (``2**64 - 1`` without a
+        journal); :class:`StoreFailed` once the journal has failed."""
+
+    def wake_fd(self) -> int | None:
+        """A non-blocking file descriptor, readable whenever :meth:`durable_lsn` may have
+        moved (one byte per group commit, from the first call on); drain it, then read
+        :meth:`durable_lsn`. Owned by the store (do not close it); ``None`` in memory."""
 
     def cancel(self, rx_id: str, *, prescriber_rpps: str, now_ms: int | None = None) -> str:
         """Cancel on behalf of the prescriber; returns the new status (``"cancelled"``)."""

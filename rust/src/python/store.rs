@@ -12,7 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use super::errors::{Conflict, InvalidRecord, NotFound, StoreFailed};
 use super::id::{ascii, id_arg, str_arg};
 use crate::id::RxId;
-use crate::store::{Store, StoreError, SyncPolicy};
+use crate::store::{Store, StoreError, Submitted, SyncPolicy};
 
 impl From<StoreError> for PyErr {
     fn from(e: StoreError) -> PyErr {
@@ -41,6 +41,21 @@ fn json_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {
         "{what} must be bytes or str, not {}",
         obj.get_type().name()?
     )))
+}
+
+/// The arguments `dispense` and `dispense_submit` share, checked the same way.
+fn dispense_args<'a>(
+    rx_id: &Bound<'_, PyAny>,
+    dispensation: &'a Bound<'_, PyAny>,
+    idempotency_key: &'a Bound<'_, PyAny>,
+    access_code: &'a Bound<'_, PyAny>,
+) -> PyResult<(RxId, &'a [u8], &'a str, &'a str)> {
+    Ok((
+        id_arg(rx_id)?,
+        json_arg(dispensation, "dispensation")?,
+        str_arg(idempotency_key, "idempotency_key")?,
+        str_arg(access_code, "access_code")?,
+    ))
 }
 
 thread_local! {
@@ -89,6 +104,22 @@ impl PyStore {
         let json = json_arg(record, "record")?;
         let doc = py.detach(|| self.0.create(json, now_ms))?;
         Ok(PyBytes::new(py, &doc))
+    }
+
+    /// Many creations in one call: the GIL is released for the whole batch.
+    #[pyo3(signature = (records, *, now_ms = None))]
+    fn create_many(
+        &self,
+        py: Python<'_>,
+        records: &Bound<'_, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<usize> {
+        let objs: Vec<Bound<'_, PyAny>> = records.try_iter()?.collect::<PyResult<_>>()?;
+        let mut jsons: Vec<&[u8]> = Vec::with_capacity(objs.len());
+        for (i, o) in objs.iter().enumerate() {
+            jsons.push(json_arg(o, &format!("records[{i}]"))?);
+        }
+        Ok(py.detach(|| self.0.create_many(&jsons, now_ms))?)
     }
 
     #[pyo3(signature = (rx_id, *, now_ms = None))]
@@ -155,12 +186,60 @@ impl PyStore {
         access_code: &Bound<'py, PyAny>,
         now_ms: Option<u64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let id = id_arg(rx_id)?;
-        let json = json_arg(dispensation, "dispensation")?;
-        let key = str_arg(idempotency_key, "idempotency_key")?;
-        let code = str_arg(access_code, "access_code")?;
+        let (id, json, key, code) =
+            dispense_args(rx_id, dispensation, idempotency_key, access_code)?;
         let answer = py.detach(|| self.0.dispense(&id, json, key, code, now_ms))?;
         Ok(PyBytes::new(py, &answer))
+    }
+
+    /// `dispense` without blocking: `(answer, lsn)` (send the answer once `lsn` is durable;
+    /// 0: now), or `None` when another write of the prescription is in flight.
+    #[pyo3(signature = (rx_id, dispensation, *, idempotency_key, access_code, now_ms = None))]
+    fn dispense_submit<'py>(
+        &self,
+        py: Python<'py>,
+        rx_id: &Bound<'py, PyAny>,
+        dispensation: &Bound<'py, PyAny>,
+        idempotency_key: &Bound<'py, PyAny>,
+        access_code: &Bound<'py, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<Option<(Bound<'py, PyBytes>, u64)>> {
+        let (id, json, key, code) =
+            dispense_args(rx_id, dispensation, idempotency_key, access_code)?;
+        Ok(match py.detach(|| self.0.dispense_submit(&id, json, key, code, now_ms))? {
+            Submitted::Done(answer) => Some((PyBytes::new(py, &answer), 0)),
+            Submitted::Queued(answer, lsn) => Some((PyBytes::new(py, &answer), lsn)),
+            Submitted::Busy => None,
+        })
+    }
+
+    /// `create` without blocking: `(id, lsn)`; the prescription is visible (`get`) once
+    /// `lsn` is durable.
+    #[pyo3(signature = (record, *, now_ms = None))]
+    fn create_submit(
+        &self,
+        py: Python<'_>,
+        record: &Bound<'_, PyAny>,
+        now_ms: Option<u64>,
+    ) -> PyResult<(String, u64)> {
+        let json = json_arg(record, "record")?;
+        let (id, lsn) = py.detach(|| self.0.create_submit(json, now_ms))?;
+        Ok((id.text(), lsn))
+    }
+
+    /// Blocks (GIL released) until `lsn` is durable and applied.
+    fn wait(&self, py: Python<'_>, lsn: u64) -> PyResult<()> {
+        Ok(py.detach(|| self.0.wait(lsn))?)
+    }
+
+    /// The highest durable, applied LSN; `StoreFailed` once the journal has failed.
+    fn durable_lsn(&self) -> PyResult<u64> {
+        Ok(self.0.durable_lsn()?)
+    }
+
+    /// A non-blocking fd readable whenever `durable_lsn()` may have moved (`None` in memory).
+    fn wake_fd(&self) -> Option<i32> {
+        self.0.wake_fd()
     }
 
     #[pyo3(signature = (rx_id, *, prescriber_rpps, now_ms = None))]

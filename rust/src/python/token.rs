@@ -1,5 +1,5 @@
 //! Bindings for [`crate::token`]: `SigningKey`, `VerifyingKey`, `KeyRing`, `Token`,
-//! `issue_token[_at]`, `verify_token[_at]`, `verify_tokens`, `diagnose_token`,
+//! `issue_token[_at]`, `issue_tokens[_at]`, `verify_token[_at]`, `verify_tokens`, `diagnose_token`,
 //! `parse_access_code`.
 //!
 //! Every verification failure becomes the same `InvalidToken(INVALID_TOKEN)`; the reason
@@ -12,10 +12,10 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDateTime, PyList, PyString, PyTzInfo, PyTzInfoAccess};
 
-use super::errors::InvalidToken;
+use super::errors::{InvalidId, InvalidToken};
 use super::id::{ascii, id_arg, str_arg};
 use crate::access::{AccessCode, AccessCodeError};
-use crate::id::unix_now_ms;
+use crate::id::{unix_now_ms, RxId};
 use crate::token::{self, KeyError, KeyRing, Kid, SigningKey, Token, TokenError, VerifyingKey};
 
 /// The one message of every `InvalidToken`.
@@ -310,6 +310,45 @@ fn issue_token_at(
     Ok(PyToken(py.detach(|| key.issue_at(id, now))?))
 }
 
+fn issue_many(
+    py: Python<'_>,
+    key: &SigningKey,
+    rx_ids: &Bound<'_, PyAny>,
+    now: Option<i64>,
+) -> PyResult<Vec<PyToken>> {
+    let mut ids = Vec::new();
+    for (i, o) in rx_ids.try_iter()?.enumerate() {
+        let o = o?;
+        let text = str_arg(&o, &format!("rx_ids[{i}]"))?;
+        ids.push(RxId::parse(text).map_err(|e| InvalidId::new_err(format!("rx_ids[{i}]: {e}")))?);
+    }
+    let tokens = py.detach(|| {
+        let now = now.unwrap_or_else(|| unix_now_ms() as i64);
+        key.issue_many_at(&ids, now)
+    })?;
+    Ok(tokens.into_iter().map(PyToken).collect())
+}
+
+#[pyfunction]
+fn issue_tokens(
+    py: Python<'_>,
+    key: PyRef<'_, PySigningKey>,
+    rx_ids: &Bound<'_, PyAny>,
+) -> PyResult<Vec<PyToken>> {
+    issue_many(py, &key.0, rx_ids, None)
+}
+
+#[pyfunction]
+fn issue_tokens_at(
+    py: Python<'_>,
+    key: PyRef<'_, PySigningKey>,
+    rx_ids: &Bound<'_, PyAny>,
+    now: &Bound<'_, PyAny>,
+) -> PyResult<Vec<PyToken>> {
+    let now = now_arg(now)?;
+    issue_many(py, &key.0, rx_ids, Some(now))
+}
+
 fn verify(
     py: Python<'_>,
     text: &Bound<'_, PyAny>,
@@ -427,6 +466,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyToken>()?;
     m.add_function(wrap_pyfunction!(issue_token, m)?)?;
     m.add_function(wrap_pyfunction!(issue_token_at, m)?)?;
+    m.add_function(wrap_pyfunction!(issue_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(issue_tokens_at, m)?)?;
     m.add_function(wrap_pyfunction!(verify_token, m)?)?;
     m.add_function(wrap_pyfunction!(verify_token_at, m)?)?;
     m.add_function(wrap_pyfunction!(verify_tokens, m)?)?;

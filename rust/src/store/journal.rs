@@ -65,7 +65,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -231,11 +234,27 @@ struct Shared {
     state: Mutex<State>,
     work: Condvar,
     done: Condvar,
+    /// The writer's end of the wake-up socket pair (see [`Journal::wake_fd`]).
+    wake: UnixStream,
+    /// Whether anyone listens on the other end: no syscall per batch otherwise.
+    wake_wanted: AtomicBool,
+}
+
+impl Shared {
+    /// One byte to whoever waits on [`Journal::wake_fd`], after `durable_lsn` or `failed`
+    /// changed. Non-blocking: a full socket already means "look again", so it is dropped.
+    fn wake(&self) {
+        if self.wake_wanted.load(Ordering::Acquire) {
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
 }
 
 pub struct Journal {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The reading end of the wake-up socket pair, lent out by [`Journal::wake_fd`].
+    wake_rx: UnixStream,
 }
 
 fn io_failed(what: &str, path: &Path, e: &std::io::Error) -> StoreError {
@@ -259,6 +278,9 @@ impl Journal {
         sync: SyncPolicy,
         index: Arc<Index>,
     ) -> std::io::Result<Journal> {
+        let (wake_rx, wake) = UnixStream::pair()?;
+        wake_rx.set_nonblocking(true)?;
+        wake.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 buf: Vec::with_capacity(1 << 16),
@@ -276,12 +298,14 @@ impl Journal {
             }),
             work: Condvar::new(),
             done: Condvar::new(),
+            wake,
+            wake_wanted: AtomicBool::new(false),
         });
         let s = shared.clone();
         let handle = std::thread::Builder::new()
             .name("ordonum-journal".into())
             .spawn(move || Writer { shared: s, dir, file, segment, sync, index }.run())?;
-        Ok(Journal { shared, thread: Mutex::new(Some(handle)) })
+        Ok(Journal { shared, thread: Mutex::new(Some(handle)), wake_rx })
     }
 
     fn refuse(st: &State) -> Result<(), StoreError> {
@@ -300,6 +324,27 @@ impl Journal {
 
     /// Appends an event and returns once it is durable (per the policy) and applied.
     pub fn commit(&self, ev: Event) -> Result<(), StoreError> {
+        let lsn = self.submit(ev)?;
+        self.wait(lsn)
+    }
+
+    /// Blocks until `lsn` is durable (per the policy) and applied, or the journal failed.
+    pub fn wait(&self, lsn: u64) -> Result<(), StoreError> {
+        let mut g = self.shared.state.lock();
+        while g.durable_lsn < lsn {
+            if let Some(e) = &g.failed {
+                return Err(e.clone());
+            }
+            self.shared.done.wait(&mut g);
+        }
+        Ok(())
+    }
+
+    /// Queues an event and returns its LSN without waiting: the event is durable (per the
+    /// policy) and applied once [`Journal::durable`] reaches that LSN, and the writer says so
+    /// on [`Journal::wake_fd`]. For callers that wait elsewhere (an event loop), not in a
+    /// thread. The caller marked the prescription BUSY, as for [`Journal::commit`].
+    pub fn submit(&self, ev: Event) -> Result<u64, StoreError> {
         let mut g = self.shared.state.lock();
         Journal::refuse(&g)?;
         let lsn = g.next_lsn;
@@ -308,13 +353,26 @@ impl Journal {
         g.buf_records += 1;
         g.events.push((lsn, ev));
         self.shared.work.notify_one();
-        while g.durable_lsn < lsn {
-            if let Some(e) = &g.failed {
-                return Err(e.clone());
-            }
-            self.shared.done.wait(&mut g);
+        Ok(lsn)
+    }
+
+    /// The highest LSN durable (per the policy) and applied; the error once the journal
+    /// has failed. A closed journal has made everything durable.
+    pub fn durable(&self) -> Result<u64, StoreError> {
+        let g = self.shared.state.lock();
+        match &g.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(g.durable_lsn),
         }
-        Ok(())
+    }
+
+    /// A file descriptor that becomes readable each time [`Journal::durable`] may have
+    /// changed (a batch made durable, or the journal failed): the reader drains it, then asks
+    /// `durable()`. Owned by the journal, valid until the store is dropped; non-blocking.
+    /// From the first call on, the writer spends one `write` per batch on it.
+    pub fn wake_fd(&self) -> RawFd {
+        self.shared.wake_wanted.store(true, Ordering::Release);
+        self.wake_rx.as_raw_fd()
     }
 
     /// Appends a batch of events in one go (consecutive LSNs) and returns once the last one
@@ -335,15 +393,9 @@ impl Journal {
             g.events.push((lsn, ev));
             lsn += 1;
         }
-        let last = lsn - 1;
         self.shared.work.notify_one();
-        while g.durable_lsn < last {
-            if let Some(e) = &g.failed {
-                return Err(e.clone());
-            }
-            self.shared.done.wait(&mut g);
-        }
-        Ok(())
+        drop(g);
+        self.wait(lsn - 1)
     }
 
     /// Appends the record of an event that the caller applies to the index itself (a scan's
@@ -437,6 +489,8 @@ impl Writer {
         }
         g.failed = Some(e);
         self.shared.done.notify_all();
+        drop(g);
+        self.shared.wake();
     }
 
     fn run(mut self) {
@@ -504,6 +558,9 @@ impl Writer {
                     g.stats.fsyncs += 1;
                 }
                 self.shared.done.notify_all();
+            }
+            if !bytes.is_empty() {
+                self.shared.wake();
             }
             if rotate {
                 let next = self.segment + 1;

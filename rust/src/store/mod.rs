@@ -115,6 +115,17 @@ pub struct Recovery {
     pub truncated_bytes: u64,
 }
 
+/// What a non-blocking write ([`Store::dispense_submit`]) did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// Nothing to write (a replayed idempotency key): the answer, to send now.
+    Done(Vec<u8>),
+    /// The answer, to send once the LSN is durable and applied.
+    Queued(Vec<u8>, u64),
+    /// Another write of the prescription is in flight; nothing done.
+    Busy,
+}
+
 pub struct Store {
     index: Arc<Index>,
     backend: Backend,
@@ -307,6 +318,12 @@ impl Store {
     }
 
     fn commit(&self, ev: Event) -> Result<(), StoreError> {
+        let lsn = self.submit(ev)?;
+        self.wait(lsn)
+    }
+
+    /// Queues an event; returns the LSN to wait for (0: applied already, nothing to wait).
+    fn submit(&self, ev: Event) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Memory { lsn, closed } => {
                 if closed.load(Ordering::Relaxed) {
@@ -315,9 +332,38 @@ impl Store {
                 let lsn = lsn.fetch_add(1, Ordering::Relaxed);
                 self.index
                     .apply(lsn, &ev)
-                    .map_err(|message| StoreError::Failed { errno: None, message })
+                    .map_err(|message| StoreError::Failed { errno: None, message })?;
+                Ok(0)
             }
-            Backend::Durable { journal, .. } => journal.commit(ev),
+            Backend::Durable { journal, .. } => journal.submit(ev),
+        }
+    }
+
+    /// Blocks until the event of `lsn` (from a `*_submit` call) is durable (per the policy)
+    /// and applied; [`StoreError::Failed`] if the journal failed first.
+    pub fn wait(&self, lsn: u64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Durable { journal, .. } if lsn > 0 => journal.wait(lsn),
+            _ => Ok(()),
+        }
+    }
+
+    /// The highest LSN durable (per the policy) and applied (`u64::MAX` without a journal);
+    /// [`StoreError::Failed`] once the journal has failed.
+    pub fn durable_lsn(&self) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Memory { .. } => Ok(u64::MAX),
+            Backend::Durable { journal, .. } => journal.durable(),
+        }
+    }
+
+    /// A non-blocking file descriptor that becomes readable whenever [`Store::durable_lsn`]
+    /// may have moved (`None` without a journal): an event loop waits on it instead of a
+    /// thread per write. Drain it, then read `durable_lsn()`. Valid while the store lives.
+    pub fn wake_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        match &self.backend {
+            Backend::Memory { .. } => None,
+            Backend::Durable { journal, .. } => Some(journal.wake_fd()),
         }
     }
 
@@ -332,17 +378,86 @@ impl Store {
     /// Creates a prescription from its JSON record; returns its document.
     pub fn create(&self, json: &[u8], now: Option<u64>) -> Result<Vec<u8>, StoreError> {
         let now = now_ms(now)?;
+        let (id, lsn) = self.create_submit(json, Some(now))?;
+        if let Err(e) = self.wait(lsn) {
+            self.index.unreserve(&id);
+            return Err(e);
+        }
+        self.get(&id, Some(now))
+    }
+
+    /// [`Store::create`] without waiting: checks and queues the creation, returns the ID and
+    /// the LSN to wait for ([`Store::wait`], or [`Store::wake_fd`] + [`Store::durable_lsn`]).
+    /// The prescription stays invisible (and its ID taken) until then.
+    pub fn create_submit(&self, json: &[u8], now: Option<u64>) -> Result<(RxId, u64), StoreError> {
+        let now = now_ms(now)?;
         let content = model::build_content(json, now)?;
         self.check_writable()?;
         let id = Content(&content).id();
         if !self.index.reserve(&content) {
             return Err(StoreError::Conflict(format!("prescription {id} already exists")));
         }
-        if let Err(e) = self.commit(Event::Create { content }) {
-            self.index.unreserve(&id);
+        match self.submit(Event::Create { content }) {
+            Ok(lsn) => Ok((id, lsn)),
+            Err(e) => {
+                self.index.unreserve(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates many prescriptions (bulk loads); returns how many.
+    ///
+    /// All or nothing before anything is written: every record is validated and every ID
+    /// reserved first, and the first invalid record (`Invalid`, field `records[i]...`) or
+    /// taken ID (`Conflict`, "records[i]: ...", a duplicate inside the batch included)
+    /// refuses the whole batch, leaving the store unchanged. Then the events go to the
+    /// journal as one group (one `write` and, under `Always`, one fdatasync) and the call
+    /// returns once all are durable and visible. A crash before it returns may keep any
+    /// prefix of the batch, like unacknowledged single creations; a journal failure keeps
+    /// none in memory.
+    pub fn create_many(&self, records: &[&[u8]], now: Option<u64>) -> Result<usize, StoreError> {
+        let now = now_ms(now)?;
+        let mut contents = Vec::with_capacity(records.len());
+        for (i, json) in records.iter().enumerate() {
+            contents.push(model::build_content(json, now).map_err(|e| match e {
+                StoreError::Invalid { field, message } if field == "record" => {
+                    model::invalid(format!("records[{i}]"), message)
+                }
+                StoreError::Invalid { field, message } => {
+                    model::invalid(format!("records[{i}].{field}"), message)
+                }
+                other => other,
+            })?);
+        }
+        self.check_writable()?;
+        for (i, content) in contents.iter().enumerate() {
+            if !self.index.reserve(content) {
+                for c in &contents[..i] {
+                    self.index.unreserve(&Content(c).id());
+                }
+                let id = Content(content).id();
+                return Err(StoreError::Conflict(format!(
+                    "records[{i}]: prescription {id} already exists"
+                )));
+            }
+        }
+        let ids: Vec<RxId> = contents.iter().map(|c| Content(c).id()).collect();
+        let events: Vec<Event> =
+            contents.into_iter().map(|content| Event::Create { content }).collect();
+        let n = events.len();
+        let committed = match &self.backend {
+            Backend::Memory { .. } => events.into_iter().try_for_each(|ev| self.commit(ev)),
+            Backend::Durable { journal, .. } => journal.commit_many(events),
+        };
+        if let Err(e) = committed {
+            // Applied ones are visible (unreserve leaves them); the rest are withdrawn.
+            for id in &ids {
+                self.index.unreserve(id);
+            }
             return Err(e);
         }
-        self.get(&id, Some(now))
+        Ok(n)
     }
 
     /// The document of a prescription (bytes, ready to send).
@@ -437,6 +552,45 @@ impl Store {
         code: &str,
         now: Option<u64>,
     ) -> Result<Vec<u8>, StoreError> {
+        match self.dispense_with(id, json, key, code, now, true)? {
+            Submitted::Done(out) => Ok(out),
+            // dispense_with waits its turn when asked to: never busy here
+            Submitted::Busy => Err(StoreError::Conflict(format!("prescription {id} is busy"))),
+            Submitted::Queued(out, lsn) => match self.wait(lsn) {
+                Ok(()) => Ok(out),
+                Err(e) => {
+                    self.index.release(id);
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// [`Store::dispense`] for a caller that must not block (an event loop): the same checks,
+    /// then either the answer ([`Submitted::Done`]: a replay, nothing written), or the answer
+    /// with the LSN to wait for before sending it ([`Submitted::Queued`]), or
+    /// [`Submitted::Busy`] when another write of this prescription is still in flight: call
+    /// [`Store::dispense`] from a thread then, which waits its turn.
+    pub fn dispense_submit(
+        &self,
+        id: &RxId,
+        json: &[u8],
+        key: &str,
+        code: &str,
+        now: Option<u64>,
+    ) -> Result<Submitted, StoreError> {
+        self.dispense_with(id, json, key, code, now, false)
+    }
+
+    fn dispense_with(
+        &self,
+        id: &RxId,
+        json: &[u8],
+        key: &str,
+        code: &str,
+        now: Option<u64>,
+        wait_turn: bool,
+    ) -> Result<Submitted, StoreError> {
         let now = now_ms(now)?;
         model::idempotency_key(key)?;
         let d = model::parse_dispensation(json, key, now)?;
@@ -450,6 +604,9 @@ impl Store {
                 return Err(StoreError::NotFound(NO_MATCH.into()));
             };
             if slot.busy() {
+                if !wait_turn {
+                    return Ok(Submitted::Busy);
+                }
                 drop(t);
                 self.index.wait_turn(id, TURN_WAIT);
                 continue;
@@ -457,7 +614,7 @@ impl Store {
             let mut out = Vec::with_capacity(256);
             if let Some(answer) = replayed(slot, &d, &mut out) {
                 answer?;
-                return Ok(out);
+                return Ok(Submitted::Done(out));
             }
             let remaining = check_dispensation(slot, &d, now)?;
             let c = slot.view();
@@ -467,11 +624,13 @@ impl Store {
             json::dispense_answer(&mut out, c, n, st, &remaining, false);
             slot.set_flag(BUSY, true);
             drop(t);
-            if let Err(e) = self.commit(Event::Dispense { id: *id, d }) {
-                self.index.release(id);
-                return Err(e);
-            }
-            return Ok(out);
+            return match self.submit(Event::Dispense { id: *id, d }) {
+                Ok(lsn) => Ok(Submitted::Queued(out, lsn)),
+                Err(e) => {
+                    self.index.release(id);
+                    Err(e)
+                }
+            };
         }
     }
 

@@ -628,6 +628,11 @@ pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> StoreErr
 }
 
 fn parse_json<'de, T: Deserialize<'de>>(json: &'de [u8]) -> Result<T, StoreError> {
+    // Fast path: plain serde_json. Only a record that fails is parsed again with the path
+    // tracker, which costs on every field but names the one at fault.
+    if let Ok(v) = serde_json::from_slice(json) {
+        return Ok(v);
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

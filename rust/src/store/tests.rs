@@ -202,6 +202,94 @@ fn a_scan_is_logged_at_once_and_waits_for_no_write_or_fsync() {
 }
 
 #[test]
+fn submitted_writes_are_answered_at_once_and_durable_when_the_wake_fd_says_so() {
+    use std::io::Read;
+    use std::os::unix::io::FromRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let all = ids(2);
+    let (id, other) = (all[0], all[1]);
+    let lsns = {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        s.create(&record(&id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
+        let fd = s.wake_fd().unwrap();
+        // Borrow the store's fd as a file, never closing it (the store owns it).
+        // SAFETY: `fd` is open for as long as `s` lives, which outlives `wake`; ManuallyDrop
+        // keeps `wake` from closing it.
+        let wake = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+        let drain = || {
+            let mut buf = [0u8; 64];
+            let mut n = 0;
+            while let Ok(k) = (&*wake).read(&mut buf) {
+                n += k;
+            }
+            n
+        };
+        drain();
+        s.stall_journal(true);
+        let durable = s.durable_lsn().unwrap();
+        let Submitted::Queued(answer, lsn) =
+            s.dispense_submit(&id, &disp(&[(0, 2)]), "k1", CODE, Some(T0 + 1)).unwrap()
+        else {
+            panic!("a first dispensation is queued")
+        };
+        assert!(lsn > durable);
+        assert_eq!(json(&answer)["lines"][0]["remaining"], 3);
+        // Not durable, so not applied, not visible, and nothing on the wake fd.
+        assert_eq!(s.durable_lsn().unwrap(), durable);
+        assert_eq!(json(&s.get(&id, Some(T0 + 2)).unwrap())["lines"][0]["remaining"], 5);
+        assert_eq!(drain(), 0);
+        // The prescription is busy: a second write is not done, and says so.
+        assert_eq!(
+            s.dispense_submit(&id, &disp(&[(0, 1)]), "k2", CODE, Some(T0 + 2)).unwrap(),
+            Submitted::Busy
+        );
+        let (new_id, create_lsn) =
+            s.create_submit(&record(&other, "180027512345678", &[(1, 0)]), Some(T0 + 2)).unwrap();
+        assert_eq!((new_id, create_lsn), (other, lsn + 1));
+        assert!(matches!(s.get(&other, Some(T0 + 2)), Err(StoreError::NotFound(_))));
+        s.stall_journal(false);
+        s.wait(create_lsn).unwrap();
+        assert!(s.durable_lsn().unwrap() >= create_lsn);
+        // The writer wakes the fd after it made the batch durable (just after, so poll).
+        let woken = (0..1000).any(|_| {
+            std::thread::sleep(Duration::from_millis(1));
+            drain() > 0
+        });
+        assert!(woken, "the writer wakes the fd after a durable batch");
+        assert_eq!(json(&s.get(&id, Some(T0 + 3)).unwrap())["lines"][0]["remaining"], 3);
+        assert_eq!(json(&s.get(&other, Some(T0 + 3)).unwrap())["id"], other.to_string());
+        // The same key again is a replay: nothing to write, nothing to wait for.
+        let Submitted::Done(replay) =
+            s.dispense_submit(&id, &disp(&[(0, 2)]), "k1", CODE, Some(T0 + 4)).unwrap()
+        else {
+            panic!("a replay is done at once")
+        };
+        assert_eq!(json(&replay)["replayed"], true);
+        (lsn, create_lsn)
+    };
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    assert!(lsns.0 < lsns.1);
+    assert_eq!(json(&s.get(&id, Some(T0 + 5)).unwrap())["lines"][0]["remaining"], 3);
+    assert_eq!(s.len(), 2);
+}
+
+#[test]
+fn a_memory_store_applies_submitted_writes_at_once() {
+    let s = Store::memory();
+    let id = ids(1)[0];
+    assert_eq!(s.wake_fd(), None);
+    assert_eq!(s.create_submit(&record(&id, "180027512345678", &[(2, 0)]), Some(T0)).unwrap().1, 0);
+    let Submitted::Queued(_, lsn) =
+        s.dispense_submit(&id, &disp(&[(0, 1)]), "k", CODE, Some(T0 + 1)).unwrap()
+    else {
+        panic!("queued")
+    };
+    assert_eq!(lsn, 0);
+    assert!(s.durable_lsn().unwrap() >= lsn);
+    assert_eq!(json(&s.get(&id, Some(T0 + 2)).unwrap())["lines"][0]["remaining"], 1);
+}
+
+#[test]
 fn scans_racing_a_pending_dispensation_keep_both_across_a_snapshot() {
     // A scan applied at once may get a higher LSN than a dispensation of the same
     // prescription still waiting for its fdatasync: the two watermarks keep replay exact.
@@ -247,6 +335,76 @@ fn a_scan_after_a_journal_failure_or_close_is_refused() {
     m.create(&record(&id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
     m.close().unwrap();
     assert_eq!(m.scan(&id, CODE, "pharmacy:1", Some(T0 + 1)), Err(StoreError::closed()));
+}
+
+#[test]
+fn create_many_is_all_or_nothing_and_equals_creating_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = ids(40);
+    let recs: Vec<Vec<u8>> = all
+        .iter()
+        .enumerate()
+        .map(|(i, id)| record(id, "180027512345678", &[(1 + i as u32 % 3, i as u32 % 2)]))
+        .collect();
+    let one_by_one = Store::memory();
+    for r in &recs {
+        one_by_one.create(r, Some(T0)).unwrap();
+    }
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    let slices: Vec<&[u8]> = recs.iter().map(Vec::as_slice).collect();
+    let fsyncs = stat(&s, "fsyncs");
+    // A bad record anywhere refuses the batch, naming its index.
+    let mut bad = recs[..30].to_vec();
+    bad[17] = String::from_utf8(bad[17].clone())
+        .unwrap()
+        .replace(r#""quantity":3"#, r#""quantity":0"#)
+        .into_bytes();
+    let bad_slices: Vec<&[u8]> = bad.iter().map(Vec::as_slice).collect();
+    assert_eq!(
+        s.create_many(&bad_slices, Some(T0)),
+        Err(StoreError::Invalid {
+            field: "records[17].lines[0].quantity".into(),
+            message: "1 to 9999 units, got 0".into()
+        })
+    );
+    assert_eq!(
+        s.create_many(&[slices[0], b"{}"], Some(T0)),
+        Err(StoreError::Invalid {
+            field: "records[1]".into(),
+            message: "missing field `id` at line 1 column 2".into()
+        })
+    );
+    assert_eq!(s.len(), 0);
+    assert_eq!(s.create_many(&slices[..10], Some(T0)), Ok(10));
+    // An ID already there, or twice in the batch: refused whole, nothing added.
+    let dup = [slices[10], slices[11], slices[3]];
+    assert_eq!(
+        s.create_many(&dup, Some(T0)),
+        Err(StoreError::Conflict(format!("records[2]: prescription {} already exists", all[3])))
+    );
+    let twice = [slices[10], slices[11], slices[10]];
+    assert_eq!(
+        s.create_many(&twice, Some(T0)),
+        Err(StoreError::Conflict(format!("records[2]: prescription {} already exists", all[10])))
+    );
+    assert_eq!(s.len(), 10);
+    assert!(s.get(&all[10], Some(T0)).is_err());
+    // The refused IDs were released: they can be created now.
+    assert_eq!(s.create_many(&slices[10..], Some(T0)), Ok(30));
+    assert_eq!(s.create_many(&[], Some(T0)), Ok(0));
+    assert!(stat(&s, "fsyncs") - fsyncs <= 3, "one group commit per batch");
+    let same = |s: &Store| {
+        for id in &all {
+            assert_eq!(s.get(id, Some(T0 + 1)).unwrap(), one_by_one.get(id, Some(T0 + 1)).unwrap());
+        }
+        assert_eq!(
+            s.by_patient("180027512345678", 100, None).unwrap(),
+            one_by_one.by_patient("180027512345678", 100, None).unwrap()
+        );
+    };
+    same(&s);
+    drop(s);
+    same(&Store::open(dir.path(), SyncPolicy::Always).unwrap());
 }
 
 #[test]

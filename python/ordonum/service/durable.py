@@ -1,0 +1,89 @@
+"""Waiting for the store's journal on the event loop, without a thread per write.
+
+A durable write used to run in a worker thread that blocked until its group commit's
+``fdatasync``: per request, a hand-off to the pool, a thread wake-up, two GIL transfers and a
+``call_soon_threadsafe`` back. Now the write is checked and queued on the event loop
+(``Store.dispense_submit`` / ``create_submit``: microseconds, the GIL released inside) and
+the request awaits its LSN here. The journal writer writes one byte to ``Store.wake_fd()``
+per group commit; :class:`DurableWaiter` reads it on the loop and settles every waiter whose
+LSN is now durable. One wake-up per batch, whatever the number of writes in it.
+
+If the journal fails, every waiter (and every later one) gets the ``StoreFailed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import os
+
+from ordonum import Store, StoreFailed
+
+__all__ = ["DurableWaiter"]
+
+
+class DurableWaiter:
+    """Futures for journal LSNs, settled from the event loop (one per loop and store)."""
+
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+        self._store = store
+        self._loop = loop
+        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()  # ties: futures do not compare
+        self._closed = False
+        self._fd = store.wake_fd()
+        if self._fd is not None:
+            loop.add_reader(self._fd, self._wake)
+
+    def wait(self, lsn: int) -> asyncio.Future[None]:
+        """A future done once ``lsn`` is durable (at once if it is already, or ``lsn`` is 0)."""
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if self._closed:
+            fut.set_exception(StoreFailed("the store's durability waiter is closed"))
+            return fut
+        try:
+            durable = self._store.durable_lsn()
+        except StoreFailed as exc:
+            fut.set_exception(exc)
+            return fut
+        if lsn <= durable or self._fd is None:
+            fut.set_result(None)
+        else:
+            heapq.heappush(self._heap, (lsn, next(self._order), fut))
+        return fut
+
+    def _wake(self) -> None:
+        if self._fd is not None:
+            try:
+                while os.read(self._fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        try:
+            durable = self._store.durable_lsn()
+        except StoreFailed as exc:
+            self._settle_all(exc)
+            return
+        heap = self._heap
+        while heap and heap[0][0] <= durable:
+            _, _, fut = heapq.heappop(heap)
+            if not fut.done():  # its request was cancelled: the write happens all the same
+                fut.set_result(None)
+
+    def _settle_all(self, exc: BaseException) -> None:
+        while self._heap:
+            _, _, fut = heapq.heappop(self._heap)
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        """Settle what is durable, stop listening; waiters still pending fail."""
+        if self._closed:
+            return
+        self._wake()
+        self._closed = True
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            self._fd = None
+        self._settle_all(StoreFailed("the store's durability waiter closed before the write"))
