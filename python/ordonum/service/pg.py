@@ -296,7 +296,21 @@ class PostgresBackend:
             )
             if ok is None:
                 raise Conflict(f"prescription {rx.id} already exists")
-        return await self.get(rx.id, now_ms=now_ms)
+        # The document from what was just inserted: no second round trip.
+        row = {
+            "created_at_ms": rx.created_at_ms,
+            "valid_until_ms": rx.valid_until_ms,
+            "prescriber_rpps": rx.prescriber_rpps,
+            "patient_nir": rx.patient_nir,
+            "patient_name": rx.patient_name,
+            "birth_date": rx.birth_date,
+            "lines": orjson.dumps(lines),
+            "remaining": remaining,
+            "dispensation_count": 0,
+            "cancelled_at_ms": None,
+            "consent": rx.consent,
+        }
+        return pgmodel.document(rx.id, row, [], now_ms)
 
     @_failed
     async def scan(
@@ -558,10 +572,13 @@ class PostgresBackend:
         }
 
     # -- manual entry lockout, shared by every process -------------------------------------
+    # On the scan pool (synchronous_commit off): a crash may forget the last failures,
+    # which costs an attacker's guesses nothing worth having, and these calls sit on the
+    # manual scan path.
 
     @_failed
     async def lockout_retry_after(self, key: str) -> int:
-        until = await self.pool.fetchval(
+        until = await self.scan_pool.fetchval(
             "SELECT locked_until FROM manual_lockouts WHERE id_key = $1", key
         )
         left = (until or 0) - _now(None)
@@ -571,10 +588,10 @@ class PostgresBackend:
     async def lockout_failed(self, key: str) -> None:
         failures, window, seconds = self._lockout
         now = _now(None)
-        await self.pool.execute(SQL_LOCKOUT_FAILED, key, now, window, failures, seconds)
+        await self.scan_pool.execute(SQL_LOCKOUT_FAILED, key, now, window, failures, seconds)
         self._failures_seen += 1
         if self._failures_seen % 1000 == 0:  # forget IDs neither locked nor recently failed
-            await self.pool.execute(
+            await self.scan_pool.execute(
                 "DELETE FROM manual_lockouts WHERE locked_until < $1 AND coalesce("
                 "failures[cardinality(failures)], 0) < $1 - $2",
                 now,
@@ -583,7 +600,7 @@ class PostgresBackend:
 
     @_failed
     async def lockout_succeeded(self, key: str) -> None:
-        await self.pool.execute(
+        await self.scan_pool.execute(
             "UPDATE manual_lockouts SET failures = '{}' WHERE id_key = $1 AND failures <> '{}'",
             key,
         )
