@@ -401,3 +401,16 @@ async def test_lockout_is_shared_between_processes(pg_url: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_pool_reset_rolls_back_what_a_cancelled_request_left(pg_url: str) -> None:
+    backend = await PostgresBackend.open(pg_url, min_size=1, max_size=1)
+    try:
+        async with backend.pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute("SELECT 1")
+            assert conn.is_in_transaction()
+        async with backend.pool.acquire() as conn:  # the one connection, back from the pool
+            assert not conn.is_in_transaction()  # from the server's ReadyForQuery status
+    finally:
+        await backend.close()
