@@ -368,7 +368,7 @@ async def test_migrations_once_and_nodes_unique(pg_cluster: Any) -> None:
             await conn.close()
         # Scans commit their access-log entry without waiting for it (like the embedded
         # store's scan); every other write waits.
-        assert await backends[0].scan_pool.fetchval("SHOW synchronous_commit") == "off"
+        assert await backends[0].read_pool.fetchval("SHOW synchronous_commit") == "off"
         assert await backends[0].pool.fetchval("SHOW synchronous_commit") == "on"
     finally:
         for b in backends:
