@@ -21,8 +21,13 @@ $(STAMP): $(BIN)/python pyproject.toml $(RUST_SRC)
 .PHONY: install
 install: $(STAMP) ## Create .venv if missing and install ordonum (release build) with test/dev tools
 
+.PHONY: postgres
+postgres: ## Install PostgreSQL (Debian packages) if missing: the tests run the API on it too
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| (apt-get update && apt-get install -y --no-install-recommends postgresql)
+
 .PHONY: test
-test: install ## Run the Rust tests, the Python tests (benchmarks once, as smoke tests) and the lint
+test: install postgres ## Run the Rust tests, the Python tests (benchmarks once, as smoke tests; the API on both backends) and the lint
 	cargo test --quiet
 	$(BIN)/pytest
 	$(MAKE) --no-print-directory lint

@@ -31,26 +31,45 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
     from ordonum.service import create_app
     from ordonum.service.keys import ensure_keys
     from ordonum.service.middleware import configure_logging
 
-    settings = _settings(args, host=args.host, port=args.port)
+    settings = _settings(
+        args, host=args.host, port=args.port, store=args.store, workers=args.workers
+    )
     configure_logging(settings.log_level)
     ensure_keys(settings.keys_dir)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        log_level=settings.log_level.lower(),
-        server_header=False,
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+        "log_level": settings.log_level.lower(),
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return 0
+    # Several processes (PostgreSQL only, Settings checks it): uvicorn starts each worker
+    # from the app factory, which reads the settings from the environment: pass the flags
+    # on that way. Each worker opens its own pool and leases its own ID node.
+    os.environ.update(
+        {
+            "ORDONUM_DATA": str(settings.data_dir),
+            "ORDONUM_HOST": settings.host,
+            "ORDONUM_PORT": str(settings.port),
+            "ORDONUM_STORE": settings.store,
+            "ORDONUM_WORKERS": str(settings.workers),
+        }
     )
+    uvicorn.run("ordonum.service.app:create_app", factory=True, workers=settings.workers, **common)
     return 0
 
 
@@ -114,6 +133,13 @@ def cmd_issue(args: argparse.Namespace) -> int:
         from ordonum import checks
 
         settings = _settings(args)
+        if settings.is_postgresql:
+            print(
+                "without --url, issue writes to the embedded store; ORDONUM_STORE names"
+                " PostgreSQL: create through the service with --url",
+                file=sys.stderr,
+            )
+            return 2
         ensure_keys(settings.keys_dir)
         keys = load_qr_keys(settings.keys_dir)
         settings.store_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +192,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ordonum.service.demo import load_demo
 
-    settings = _settings(args)
+    settings = _settings(args, store=args.store)
     load_demo(settings, args.count, tokens_out=args.tokens, seed=args.seed)
     return 0
 
@@ -180,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP service (uvicorn, uvloop, httptools)")
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.add_argument(
+        "--store",
+        default=None,
+        help="postgresql://user@host:port/db to keep prescriptions in PostgreSQL (default:"
+        " $ORDONUM_STORE, or the embedded store in DATA/store)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="service processes (default 1; more than 1 needs --store postgresql://...)",
+    )
     _data_arg(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -230,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, required=True, help="how many prescriptions")
     demo.add_argument("--tokens", type=Path, help="also write ID<TAB>token lines to this file")
     demo.add_argument("--seed", type=int, default=None, help="random seed (reproducible data)")
+    demo.add_argument(
+        "--store",
+        default=None,
+        help="postgresql://... to load PostgreSQL (default: $ORDONUM_STORE, or the embedded"
+        " store in DATA/store)",
+    )
     _data_arg(demo)
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -1,11 +1,15 @@
-"""Fixtures for the service tests: an app on a real (durable) store in tmp_path, dev keys,
-bearer tokens for any identity, and valid identifiers made with python-stdnum (an
-independent implementation of the check keys)."""
+"""Fixtures for the service tests: an app on a real backend, dev keys, bearer tokens for any
+identity, and valid identifiers made with python-stdnum (an independent implementation of
+the check keys).
+
+Every test that uses the app runs twice, once per backend (``backend_kind``): the embedded
+store, durable in tmp_path, and PostgreSQL, a database of the session's throwaway cluster
+(``tests/conftest.py``). A test module may pin one backend by overriding ``backend_kind``."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +74,25 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", access_log=False, rate=1000, burst=1000)
+@pytest.fixture(params=["embedded", "postgresql"])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    svc = Services.open(settings)
+def settings(tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest) -> Settings:
+    store = request.getfixturevalue("pg_url") if backend_kind == "postgresql" else ""
+    return Settings(
+        data_dir=tmp_path / "data", store=store, pg_pool=4, access_log=False, rate=1000, burst=1000
+    )
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    svc = await Services.open(settings)
     yield svc
-    svc.close()
+    await svc.close()
 
 
 @pytest.fixture

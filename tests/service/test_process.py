@@ -33,8 +33,12 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, data: Path) -> None:
+    """``ordonum serve`` in a subprocess; ``store`` and ``workers`` as on the command line."""
+
+    def __init__(self, data: Path, store: str = "", workers: int = 1) -> None:
         self.data = data
+        self.store = store
+        self.workers = workers
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -58,6 +62,8 @@ class Server:
                     str(self.port),
                     "--data",
                     str(self.data),
+                    *(["--store", self.store] if self.store else []),
+                    *(["--workers", str(self.workers)] if self.workers != 1 else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -4,11 +4,16 @@ per operation, each sent with a valid bearer token of the role the operation ser
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
+from ordonum.service import Services
+from ordonum.service import Settings as ServiceSettings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -18,6 +23,22 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from .conftest import Bearer, finess, nir, rpps
+
+
+@pytest.fixture
+def backend_kind() -> str:
+    """The embedded store only: schemathesis drives the app from its own event loop, where a
+    pool opened on the test's loop cannot go (the PostgreSQL backend answers the same
+    shapes: test_pg_backend.py compares them)."""
+    return "embedded"
+
+
+@pytest.fixture
+def services(settings: ServiceSettings) -> Iterator[Services]:
+    svc = asyncio.run(Services.open(settings))
+    yield svc
+    asyncio.run(svc.close())
+
 
 ROLE_BY_PATH = {
     "/v1/prescriptions": "prescriber",

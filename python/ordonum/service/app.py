@@ -1,6 +1,7 @@
 """The FastAPI application: ``create_app(settings)``.
 
-The lifespan opens the services (keys created on first run, the store, the token vault) and
+The lifespan opens the services (keys created on first run, the backend: the embedded store
+and its token vault, or PostgreSQL) and
 closes them on shutdown; tests may pass ``services`` already open, which the app then neither
 opens nor closes. Middleware: one pure ASGI layer (:mod:`ordonum.service.middleware`).
 """
@@ -21,7 +22,7 @@ from ordonum.service.deps import json_response
 from ordonum.service.deps import services as services_of
 from ordonum.service.fastroute import document
 from ordonum.service.metrics import Metrics
-from ordonum.service.middleware import RequestMiddleware
+from ordonum.service.middleware import RequestMiddleware, configure_logging
 from ordonum.service.models import Health
 from ordonum.service.problems import PROBLEM_MEDIA_TYPE, Problem, install_problem_handlers
 from ordonum.service.routes import dispensations, me, prescriptions, scan
@@ -41,12 +42,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "Body too large",
         422: "Invalid body or parameters",
         429: "Rate limited, or manual entry locked (see Retry-After)",
-        503: "The store refuses writes after an I/O error",
+        503: "The store refuses writes after an I/O error, or PostgreSQL is unreachable",
     }.items()
 }
 
 
-FAST_ROUTES = [*scan.FAST, *dispensations.FAST]
+FAST_ROUTES = [*scan.FAST, *dispensations.FAST, *prescriptions.FAST]
 
 
 def _problem_openapi(app: FastAPI) -> dict[str, Any]:
@@ -97,20 +98,22 @@ _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": Fa
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     """The service's ASGI app. ``settings`` default to :meth:`Settings.from_env`."""
-    settings = settings or Settings.from_env()
+    if settings is None:  # the app factory of `ordonum serve --workers N`: one per process
+        settings = Settings.from_env()
+        configure_logging(settings.log_level)
     given = services
-    metrics = Metrics(given.store.stats if given is not None else None)
+    metrics = Metrics(given.backend.stats if given is not None else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = given if given is not None else Services.open(settings)
+        svc = given if given is not None else await Services.open(settings)
         app.state.services = svc
-        metrics.gauges = svc.store.stats
+        metrics.gauges = svc.backend.stats
         try:
             yield
         finally:
             if given is None:
-                svc.close()
+                await svc.close()
 
     app = FastAPI(
         title="ordonum",
@@ -137,7 +140,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     @app.get("/healthz", tags=["operations"], response_model=Health)
     async def healthz(request: Request) -> Response:
         svc = services_of(request)
-        return json_response({"status": "ok", "prescriptions": len(svc.store)})
+        return json_response(
+            {"status": "ok", "prescriptions": await svc.backend.count(), "store": svc.backend.kind}
+        )
 
     @app.get(
         "/metrics",

@@ -1,8 +1,9 @@
 """Creating a prescription: shared by ``POST /v1/prescriptions`` and ``ordonum issue``.
 
-Order: new ID → token (fresh access code) → token text kept in the vault (fsync) → the
-store's create (fsync) → acknowledgement signed. The creation is acknowledged only when both
-are durable; a crash in between leaves at worst an unused vault row.
+Order: new ID → token (fresh access code) → acknowledgement signed → the backend keeps the
+token text and creates the prescription (embedded: vault fsync, then the store's fsync;
+PostgreSQL: one transaction) → only then the answer goes out. A crash in between leaves at
+worst an unused vault row.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ordonum.service.ack import acknowledge
 from ordonum.service.models import CreateIn
 from ordonum.service.vault import TokenVault
 
-__all__ = ["create_prescription", "store_record"]
+__all__ = ["create_prescription", "new_prescription", "store_record"]
 
 DAY_MS = 86_400_000
 
@@ -51,6 +52,33 @@ def store_record(
     }
 
 
+def new_prescription(
+    key: SigningKey,
+    ids: IdGenerator,
+    prescriber_rpps: str,
+    body: CreateIn,
+    now_ms: int,
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """``(store record, token text, the API's 201 body)`` of a new prescription: a new ID,
+    a token with a fresh access code, the signed acknowledgement. Writes nothing: the caller
+    acknowledges only once its backend made the record and the token durable."""
+    rx_id = ids.new()
+    token = issue_token(key, rx_id)
+    record = store_record(rx_id, prescriber_rpps, body, token.access_code, now_ms)
+    content = {k: v for k, v in record.items() if k != "access_code"}
+    del content["prescriber_may_view_dispensations"]
+    content["created_at_ms"] = now_ms
+    answer = {
+        "id": rx_id,
+        "token": token.text,
+        "access_code": token.access_code,
+        "qr_svg_url": f"/v1/prescriptions/{rx_id}/qr.svg",
+        "qr_png_url": f"/v1/prescriptions/{rx_id}/qr.png",
+        "acknowledgement": acknowledge(key, content),
+    }
+    return record, token.text, answer
+
+
 def create_prescription(
     store: Store,
     vault: TokenVault,
@@ -61,21 +89,10 @@ def create_prescription(
     *,
     now_ms: int | None = None,
 ) -> dict[str, Any]:
-    """Create durably; return the API's 201 body. Blocks on two fsyncs."""
+    """Create durably in an embedded store (``ordonum issue`` without ``--url``); return the
+    API's 201 body. Blocks on two fsyncs."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    rx_id = ids.new()
-    token = issue_token(key, rx_id)
-    record = store_record(rx_id, prescriber_rpps, body, token.access_code, now)
-    vault.put(rx_id, token.text)
+    record, token, answer = new_prescription(key, ids, prescriber_rpps, body, now)
+    vault.put(record["id"], token)
     store.create(orjson.dumps(record), now_ms=now)
-    content = {k: v for k, v in record.items() if k != "access_code"}
-    del content["prescriber_may_view_dispensations"]
-    content["created_at_ms"] = now
-    return {
-        "id": rx_id,
-        "token": token.text,
-        "access_code": token.access_code,
-        "qr_svg_url": f"/v1/prescriptions/{rx_id}/qr.svg",
-        "qr_png_url": f"/v1/prescriptions/{rx_id}/qr.png",
-        "acknowledgement": acknowledge(key, content),
-    }
+    return answer

@@ -12,6 +12,10 @@ thread builds the next batch; the store opened with ``sync="delay"`` (bulk data:
 loses at most the last few ms, then a checkpoint makes everything durable before the
 command returns); the QR tokens kept in the vault in one transaction per batch.
 
+With ``ORDONUM_STORE=postgresql://...`` (or ``ordonum demo --store URL``) the batches go to
+PostgreSQL instead, with ``COPY`` (one transaction per batch, after the same validation as
+the PostgreSQL backend's create), the IDs from a node leased like a service process's.
+
 ``--tokens FILE`` writes one TSV row per prescription (``id``, ``token``, ``access_code``,
 ``prescriber_rpps``, ``patient_nir``): what a load test needs to scan and to mint bearer
 tokens for the right people.
@@ -24,7 +28,7 @@ import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -175,10 +179,8 @@ def load_demo(
     prescribers = [synthetic_rpps(rng) for _ in range(max(1, min(5_000, count // 20 + 1)))]
     patients = _patients(rng, max(1, count // 3))
     pool = _lines(rng, packs, min(LINE_POOL, max(64, 4 * count)))
-    settings.store_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open(settings.store_dir, sync="delay")
-    vault = TokenVault(settings.data_dir / "qr-tokens.sqlite3")
-    ids = IdGenerator(settings.node)
+    sink: _Sink = _PgSink(settings.store) if settings.is_postgresql else _EmbeddedSink(settings)
+    ids = IdGenerator(sink.node)
     tsv = tokens_out.open("w", encoding="utf-8") if tokens_out else None
     if tsv:
         tsv.write("id\ttoken\taccess_code\tprescriber_rpps\tpatient_nir\n")
@@ -200,8 +202,7 @@ def load_demo(
     def write(
         records: list[str], now_ms: int, pairs: list[tuple[str, str]], rows: list[str]
     ) -> None:
-        store.create_many(records, now_ms=now_ms)
-        vault.put_many(pairs)
+        sink.write(records, now_ms, pairs)
         if tsv:
             tsv.writelines(rows)
 
@@ -247,15 +248,126 @@ def load_demo(
                 _progress(done, count, start, progress)
         if pending is not None:
             pending.result()
-        store.checkpoint()
+        writer.submit(sink.finish).result()
     finally:
         signer.shutdown(wait=True)
         writer.shutdown(wait=True)
         if tsv:
             tsv.close()
-        vault.close()
-        store.close()
+        sink.close()
     if progress:
         elapsed = time.perf_counter() - start
         progress.write(f"\n{done:,} prescriptions loaded in {elapsed:.1f} s\n")
     return done
+
+
+class _Sink:
+    """Where the demo's batches go; ``write`` and ``finish`` run on the writer thread."""
+
+    node: int
+
+    def write(self, records: list[str], now_ms: int, pairs: list[tuple[str, str]]) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _EmbeddedSink(_Sink):
+    def __init__(self, settings: Settings) -> None:
+        settings.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store.open(settings.store_dir, sync="delay")
+        try:
+            self.vault = TokenVault(settings.data_dir / "qr-tokens.sqlite3")
+        except BaseException:
+            self.store.close()
+            raise
+        self.node = settings.node
+
+    def write(self, records: list[str], now_ms: int, pairs: list[tuple[str, str]]) -> None:
+        self.store.create_many(records, now_ms=now_ms)
+        self.vault.put_many(pairs)
+
+    def finish(self) -> None:
+        self.store.checkpoint()
+
+    def close(self) -> None:
+        self.vault.close()
+        self.store.close()
+
+
+class _PgSink(_Sink):
+    """COPY into PostgreSQL from an event loop owned by the writer thread."""
+
+    COLUMNS = (
+        "id",
+        "created_at_ms",
+        "valid_until_ms",
+        "code_digest",
+        "prescriber_rpps",
+        "patient_nir",
+        "patient_name",
+        "birth_date",
+        "lines",
+        "remaining",
+        "consent",
+    )
+
+    def __init__(self, url: str) -> None:
+        import asyncio
+
+        import asyncpg
+
+        from ordonum.service.pg import PostgresBackend, migrate
+
+        self.loop = asyncio.new_event_loop()
+
+        async def connect() -> tuple[Any, int]:
+            conn = await asyncpg.connect(url)
+            await migrate(conn)
+            return conn, await PostgresBackend.lease_node(conn)
+
+        self.conn, self.node = self.loop.run_until_complete(connect())
+
+    def write(self, records: list[str], now_ms: int, pairs: list[tuple[str, str]]) -> None:
+        from ordonum.service import pgmodel
+
+        rows = []
+        for record in records:
+            rx = pgmodel.parse_record(orjson.loads(record), now_ms)
+            rows.append(
+                (
+                    rx.id,
+                    rx.created_at_ms,
+                    rx.valid_until_ms,
+                    rx.code_digest,
+                    rx.prescriber_rpps,
+                    rx.patient_nir,
+                    rx.patient_name,
+                    rx.birth_date,
+                    orjson.dumps([line.as_dict() for line in rx.lines]).decode(),
+                    [line.allowance for line in rx.lines],
+                    rx.consent,
+                )
+            )
+
+        async def copy() -> None:
+            async with self.conn.transaction():
+                await self.conn.copy_records_to_table(
+                    "prescriptions", records=rows, columns=self.COLUMNS
+                )
+                await self.conn.copy_records_to_table(
+                    "qr_tokens", records=pairs, columns=("rx_id", "token")
+                )
+
+        self.loop.run_until_complete(copy())
+
+    def finish(self) -> None:
+        self.loop.run_until_complete(self.conn.execute("ANALYZE"))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.conn.close())
+        self.loop.close()

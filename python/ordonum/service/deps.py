@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from fastapi import Request
@@ -21,7 +19,6 @@ __all__ = [
     "JSON",
     "Caller",
     "authenticate",
-    "blocking",
     "canonical_id",
     "json_response",
     "owned",
@@ -29,7 +26,6 @@ __all__ = [
     "services",
 ]
 
-T = TypeVar("T")
 JSON = "application/json"
 
 
@@ -78,12 +74,6 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
 Caller = Principal
 
 
-async def blocking(svc: Services, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run a blocking core call (a durable write waits for fdatasync) in the sized pool."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(svc.executor, functools.partial(fn, *args, **kwargs))
-
-
 def json_response(body: bytes | Any, status: int = 200) -> Response:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     return Response(data, status_code=status, media_type=JSON)
@@ -94,7 +84,9 @@ def canonical_id(text: str) -> str:
     return parse_id(text).text
 
 
-def owned(svc: Services, rx_text: str, principal: Principal) -> tuple[str, tuple[str, str, bool]]:
+async def owned(
+    svc: Services, rx_text: str, principal: Principal
+) -> tuple[str, tuple[str, str, bool]]:
     """The canonical ID and owner tuple of a prescription of the caller's (prescriber or
     patient). Someone else's prescription is a 404 like a missing one: no existence leak."""
     try:
@@ -102,7 +94,7 @@ def owned(svc: Services, rx_text: str, principal: Principal) -> tuple[str, tuple
     except InvalidId as exc:
         raise ProblemError(400, f"invalid prescription ID: {exc}") from None
     try:
-        owner = svc.store.owner(rx_id)
+        owner = await svc.backend.owner(rx_id)
     except NotFound:
         raise ProblemError(404, "No such prescription.") from None
     prescriber, nir, _consent = owner

@@ -7,8 +7,9 @@ three additions per request. Exposed at ``/metrics`` (text format 0.0.4):
 
 - ``ordonum_http_requests_total{method,route,status}``: counter;
 - ``ordonum_http_request_duration_seconds{method,route}``: histogram;
-- ``ordonum_store_<stat>``: gauges, one per entry of ``Store.stats()`` (prescriptions,
-  journal bytes, fsyncs, batches, records, failed, ...), read when scraped.
+- ``ordonum_store_<stat>``: gauges, one per entry of the backend's ``stats()`` (embedded:
+  prescriptions, journal bytes, fsyncs, batches, records, failed, ...; PostgreSQL: pool
+  size, idle connections, node, dispensations, conflicts, replays), read when scraped.
 """
 
 from __future__ import annotations

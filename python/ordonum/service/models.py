@@ -248,4 +248,5 @@ class AccessLogOut(_Out):
 
 class Health(_Out):
     status: Literal["ok"]
-    prescriptions: int
+    prescriptions: int = Field(description="held by the store (PostgreSQL: an estimate)")
+    store: Literal["embedded", "postgresql"]

@@ -25,7 +25,14 @@ variable                       meaning                                     defau
 ``ORDONUM_SYNC``               store durability: ``always`` or ``delay``   ``always``
 ``ORDONUM_WRITE_THREADS``      worker threads for durable writes           ``64``
 ``ORDONUM_NODE``               ID generator node number (unique per        ``1``
-                               issuing process)
+                               issuing process; embedded store only: with
+                               PostgreSQL each process leases its own)
+``ORDONUM_STORE``              where prescriptions live: a                 empty: the embedded
+                               ``postgresql://`` URL, or empty for the     store in
+                               embedded store                              ``DATA/store``
+``ORDONUM_WORKERS``            service processes (``ordonum serve``);      ``1``
+                               more than 1 needs PostgreSQL
+``ORDONUM_PG_POOL``            PostgreSQL connections per process (max)    ``20``
 ``ORDONUM_AUTH_CACHE``         verified bearer tokens kept (until exp)     ``100000``
 ``ORDONUM_LOG_LEVEL``          ``debug``, ``info``, ``warning``, ...       ``info``
 ``ORDONUM_ACCESS_LOG``         one JSON log line per request (``0``/``1``) ``1``
@@ -76,6 +83,9 @@ class Settings:
     sync: str = "always"
     write_threads: int = 64
     node: int = 1
+    store: str = ""
+    workers: int = 1
+    pg_pool: int = 20
     auth_cache: int = 100_000
     log_level: str = "info"
     access_log: bool = True
@@ -84,11 +94,44 @@ class Settings:
     def __post_init__(self) -> None:
         if self.sync not in {"always", "delay"}:
             raise ValueError(f"ORDONUM_SYNC must be 'always' or 'delay', got {self.sync!r}")
-        for name in ("port", "burst", "lockout_failures", "max_body", "write_threads"):
+        if self.store and not self.is_postgresql:
+            raise ValueError(
+                f"ORDONUM_STORE must be a postgresql:// URL (or empty for the embedded store),"
+                f" got {self.store_label!r}"
+            )
+        if self.workers > 1 and not self.is_postgresql:
+            raise ValueError(
+                f"--workers {self.workers} needs --store postgresql://...: the embedded store"
+                " belongs to one process (it locks its directory)"
+            )
+        for name in (
+            "port",
+            "burst",
+            "lockout_failures",
+            "max_body",
+            "write_threads",
+            "workers",
+            "pg_pool",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.rate <= 0:
             raise ValueError(f"rate must be positive, got {self.rate!r}")
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.store.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def store_label(self) -> str:
+        """The store for logs and errors: the directory, or the URL without its password."""
+        if not self.store:
+            return str(self.store_dir)
+        scheme, sep, rest = self.store.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if at and ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        return f"{scheme}{sep}{userinfo}{at}{host}"
 
     @property
     def store_dir(self) -> Path:
@@ -128,6 +171,9 @@ class Settings:
             "sync": "ORDONUM_SYNC",
             "write_threads": "ORDONUM_WRITE_THREADS",
             "node": "ORDONUM_NODE",
+            "store": "ORDONUM_STORE",
+            "workers": "ORDONUM_WORKERS",
+            "pg_pool": "ORDONUM_PG_POOL",
             "auth_cache": "ORDONUM_AUTH_CACHE",
             "log_level": "ORDONUM_LOG_LEVEL",
             "access_log": "ORDONUM_ACCESS_LOG",

@@ -9,12 +9,13 @@ from pathlib import Path
 
 from ordonum import IdGenerator, Store, issue_token
 from ordonum.service.auth import JwksKeys, TokenVerifier
+from ordonum.service.backend import Backend, EmbeddedBackend
 from ordonum.service.keys import QrKeys, ensure_keys, load_qr_keys
 from ordonum.service.ratelimit import Lockout, RateLimiter
 from ordonum.service.settings import Settings
 from ordonum.service.vault import TokenVault
 
-__all__ = ["DUMMY_NODE", "Services"]
+__all__ = ["DUMMY_NODE", "Services", "open_backend"]
 
 log = logging.getLogger("ordonum.service")
 # IDs of this node are never issued: the scan paths look one up when they already know the
@@ -22,23 +23,50 @@ log = logging.getLogger("ordonum.service")
 DUMMY_NODE = 4_194_303  # MAX_NODE
 
 
+async def open_backend(settings: Settings) -> Backend:
+    """The backend ``settings.store`` names: PostgreSQL for a ``postgresql://`` URL, else
+    the embedded store in ``settings.store_dir``."""
+    if settings.is_postgresql:
+        from ordonum.service.pg import PostgresBackend
+
+        return await PostgresBackend.open(
+            settings.store,
+            min_size=min(2, settings.pg_pool),
+            max_size=settings.pg_pool,
+            lockout_failures=settings.lockout_failures,
+            lockout_window=settings.lockout_window,
+            lockout_seconds=settings.lockout_seconds,
+        )
+    settings.store_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(settings.store_dir, sync=settings.sync)
+    try:
+        vault = TokenVault(Path(settings.data_dir) / "qr-tokens.sqlite3")
+    except BaseException:
+        store.close()
+        raise
+    return EmbeddedBackend(
+        store,
+        vault,
+        ThreadPoolExecutor(settings.write_threads, thread_name_prefix="ordonum-w"),
+        Lockout(settings.lockout_failures, settings.lockout_window, settings.lockout_seconds),
+        node=settings.node,
+    )
+
+
 @dataclass
 class Services:
     settings: Settings
-    store: Store
+    backend: Backend
     qr: QrKeys
     verifier: TokenVerifier
-    vault: TokenVault
     ids: IdGenerator
     limiter: RateLimiter
-    lockout: Lockout
-    executor: ThreadPoolExecutor
     dummy_id: str
     dummy_code: str
 
     @classmethod
-    def open(cls, settings: Settings) -> Services:
-        """Create missing keys, open the store, load the keys. Close with :meth:`close`."""
+    async def open(cls, settings: Settings) -> Services:
+        """Create missing keys, open the backend, load the keys. Close with :meth:`close`."""
         if settings.node == DUMMY_NODE:
             raise ValueError(f"ORDONUM_NODE {DUMMY_NODE} is reserved")
         keys_dir = settings.keys_dir
@@ -55,41 +83,29 @@ class Services:
             issuer=settings.issuer or None,
             cache_size=settings.auth_cache,
         )
-        settings.store_dir.mkdir(parents=True, exist_ok=True)
-        store = Store.open(settings.store_dir, sync=settings.sync)
-        try:
-            vault = TokenVault(Path(settings.data_dir) / "qr-tokens.sqlite3")
-        except BaseException:
-            store.close()
-            raise
+        backend = await open_backend(settings)
         dummy_id = IdGenerator(DUMMY_NODE).new()
         services = cls(
             settings=settings,
-            store=store,
+            backend=backend,
             qr=qr,
             verifier=verifier,
-            vault=vault,
-            ids=IdGenerator(settings.node),
+            ids=IdGenerator(backend.node),
             limiter=RateLimiter(settings.rate, settings.burst),
-            lockout=Lockout(
-                settings.lockout_failures, settings.lockout_window, settings.lockout_seconds
-            ),
-            executor=ThreadPoolExecutor(settings.write_threads, thread_name_prefix="ordonum-w"),
             dummy_id=dummy_id,
             dummy_code=issue_token(qr.signing, dummy_id).access_code,
         )
         log.info(
             "store opened",
             extra={
-                "path": str(settings.store_dir),
-                "prescriptions": len(store),
+                "store": backend.kind,
+                "path": settings.store_label,
+                "node": backend.node,
                 "kid": qr.signing.kid,
             },
         )
         return services
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        self.vault.close()
-        self.store.close()
+    async def close(self) -> None:
+        await self.backend.close()
         log.info("store closed")

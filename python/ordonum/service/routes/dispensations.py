@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import TypeAdapter
 from starlette.responses import Response
@@ -21,7 +20,6 @@ from ordonum.service.auth import Principal
 from ordonum.service.deps import (
     JSON,
     authenticate,
-    blocking,
     json_response,
     owned,
     require,
@@ -64,38 +62,34 @@ async def dispense(request: Request) -> Response:
             code = token.access_code
     else:
         assert body.access_code is not None
-        locked(svc, lockout_key(id))
+        await locked(svc, lockout_key(id))
         try:
             code = parse_access_code(body.access_code)
         except ValueError:
             rx_id, code = None, svc.dummy_code
-    record = orjson.dumps(
-        {
-            "pharmacy_finess": principal.finess,
-            "pharmacist_rpps": principal.rpps,
-            "lines": [
-                {
-                    "line": line.line,
-                    "quantity": line.quantity,
-                    "cip13": line.cip13,
-                    "intervention": {
-                        "kind": line.intervention.kind,
-                        "motif": line.intervention.motif,
-                        "prescriber_agreed_at": (
-                            None
-                            if line.intervention.prescriber_agreed_at is None
-                            else line.intervention.prescriber_agreed_at.isoformat()
-                        ),
-                    },
-                }
-                for line in body.lines
-            ],
-        }
-    )
+    record = {
+        "pharmacy_finess": principal.finess,
+        "pharmacist_rpps": principal.rpps,
+        "lines": [
+            {
+                "line": line.line,
+                "quantity": line.quantity,
+                "cip13": line.cip13,
+                "intervention": {
+                    "kind": line.intervention.kind,
+                    "motif": line.intervention.motif,
+                    "prescriber_agreed_at": (
+                        None
+                        if line.intervention.prescriber_agreed_at is None
+                        else line.intervention.prescriber_agreed_at.isoformat()
+                    ),
+                },
+            }
+            for line in body.lines
+        ],
+    }
     try:
-        out = await blocking(
-            svc,
-            svc.store.dispense,
+        out = await svc.backend.dispense(
             rx_id or svc.dummy_id,
             record,
             idempotency_key=f"{principal.finess}:{idempotency_key}",
@@ -103,12 +97,12 @@ async def dispense(request: Request) -> Response:
         )
     except (NotFound, InvalidToken):
         if manual:
-            svc.lockout.failed(lockout_key(id))
+            await svc.backend.lockout_failed(lockout_key(id))
         return not_found()
     if rx_id is None:  # pragma: no cover - the dummy ID never exists
         return not_found()
     if manual:
-        svc.lockout.succeeded(rx_id)
+        await svc.backend.lockout_succeeded(rx_id)
     return Response(out, status_code=201, media_type=JSON)
 
 
@@ -147,7 +141,7 @@ async def dispensations(
     request: Request,
 ) -> Response:
     svc = services(request)
-    rx_id, (_, _, consent) = owned(svc, id, principal)
+    rx_id, (_, _, consent) = await owned(svc, id, principal)
     if principal.role == "prescriber" and not consent:
         raise ProblemError(403, "the patient does not allow the prescriber to see dispensations")
-    return json_response(svc.store.dispensations(rx_id))
+    return json_response(await svc.backend.dispensations(rx_id))

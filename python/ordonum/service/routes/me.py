@@ -37,10 +37,10 @@ async def my_prescriptions(
             cursor = canonical_id(before)
         except InvalidId as exc:
             raise ProblemError(400, f"invalid cursor: {exc}") from None
-    ids = svc.store.by_patient(principal.nir, limit=limit + 1, before=cursor)
+    ids = await svc.backend.by_patient(principal.nir, limit=limit + 1, before=cursor)
     more = len(ids) > limit
     ids = ids[:limit]
-    docs = [doc for doc in svc.store.get_many(ids) if doc is not None]
+    docs = [doc for doc in await svc.backend.get_many(ids) if doc is not None]
     next_cursor = f'"{ids[-1]}"'.encode() if more and ids else b"null"
     # The documents are the store's ready bytes: spliced, not re-serialised.
     body = b'{"prescriptions":[' + b",".join(docs) + b'],"next_cursor":' + next_cursor + b"}"

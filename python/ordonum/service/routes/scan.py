@@ -4,14 +4,15 @@ Every failure — unknown ID, wrong code, malformed ID or code, forged or altere
 token for another ID — answers the same 404 bytes (:data:`NOT_FOUND_BODY`, no ID echoed),
 after the same store work: when the answer is already known to be 404, the handler still
 runs one store scan (one ID lookup and one constant-time digest comparison) on an ID that is
-never issued (``Services.dummy_id``), called the same way as a real scan. ``Store.scan`` is
-called directly on the event loop: it logs the access without waiting for the journal's
-fdatasync (the access log's promise is in the store's docstring) and costs microseconds,
-the GIL released inside. The token path always pays one signature check.
+never issued (``Services.dummy_id``), called the same way as a real scan. The backend logs
+the access before it answers, without waiting for it to be durable (the embedded store's
+``Store.scan`` runs on the event loop and costs microseconds; PostgreSQL commits the access
+log entry with ``synchronous_commit = off``). The token path always pays one signature
+check.
 Manual entry of an ID locks after a burst of wrong codes (429 + Retry-After); the QR path
 never locks.
 
-Hot path: the store's document bytes go out as they are (no Python JSON round trip: the
+Hot path: the backend's document bytes go out as they are (no Python JSON round trip: the
 store numbers lines from 0, like the HTTP contract).
 """
 
@@ -31,15 +32,15 @@ from ordonum.service.problems import ProblemError, not_found
 from ordonum.service.state import Services
 
 
-def _miss(svc: Services, code: str, actor: str) -> Response:
-    """The uniform 404, after the same store work as a hit."""
+async def _miss(svc: Services, code: str, actor: str) -> Response:
+    """The uniform 404, after the same store work as a hit (through the same thread pool)."""
     with contextlib.suppress(NotFound, ValueError):
-        svc.store.scan(svc.dummy_id, code, actor=actor)
+        await svc.backend.scan(svc.dummy_id, code, actor=actor)
     return not_found()
 
 
-def locked(svc: Services, rx_id: str) -> None:
-    wait = svc.lockout.retry_after(rx_id)
+async def locked(svc: Services, rx_id: str) -> None:
+    wait = await svc.backend.lockout_retry_after(rx_id)
     if wait:
         raise ProblemError(
             429,
@@ -69,28 +70,28 @@ async def scan(request: Request) -> Response:
         try:
             token = verify_token(body.token, svc.qr.keyring)
         except InvalidToken:
-            return _miss(svc, svc.dummy_code, actor)
+            return await _miss(svc, svc.dummy_code, actor)
         rx_id, code = token.id, token.access_code
         manual = False
     else:
         key = lockout_key(body.id)
-        locked(svc, key)
+        await locked(svc, key)
         manual = True
         try:
             rx_id = parse_id(body.id).text
             code = parse_access_code(body.access_code)
         except ValueError:  # InvalidId or a malformed code
-            svc.lockout.failed(key)
-            return _miss(svc, svc.dummy_code, actor)
+            await svc.backend.lockout_failed(key)
+            return await _miss(svc, svc.dummy_code, actor)
     try:
-        # On the event loop: the store logs the access without waiting for the journal.
-        doc = svc.store.scan(rx_id, code, actor=actor)
+        # The backend logs the access before it answers (not waiting for durability).
+        doc = await svc.backend.scan(rx_id, code, actor=actor)
     except (NotFound, ValueError):
         if manual:
-            svc.lockout.failed(rx_id)
+            await svc.backend.lockout_failed(rx_id)
         return not_found()
     if manual:
-        svc.lockout.succeeded(rx_id)
+        await svc.backend.lockout_succeeded(rx_id)
     return Response(doc, media_type=JSON)
 
 

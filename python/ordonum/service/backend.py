@@ -1,0 +1,247 @@
+"""The one seam between the HTTP routes and where prescriptions live.
+
+:class:`Backend` lists what the routes need, all ``async``; two implementations:
+
+* :class:`EmbeddedBackend` (the default): the Rust :class:`ordonum.Store` in the data
+  directory plus the QR token vault beside it, one process. Everything runs on the event
+  loop: reads and scans directly (microseconds, the GIL released inside); creations and
+  dispensations are checked and queued there and await their journal LSN through
+  :class:`~ordonum.service.durable.DurableWaiter` (one wake-up per group commit, no thread
+  per write). The sized thread pool is left for the rare writes: cancel, consent, and a
+  dispensation whose prescription has another write in flight.
+* :class:`ordonum.service.pg.PostgresBackend` (``--store postgresql://...``): PostgreSQL
+  as the system of record, shared by any number of service processes.
+
+Both take and return the same things: records as dicts (the store's contract, lines
+numbered from 0 like the HTTP API), documents as JSON ``bytes`` of the same shape, and the
+same exceptions (:class:`~ordonum.NotFound`, :class:`~ordonum.Conflict`,
+:class:`~ordonum.InvalidRecord`, :class:`~ordonum.StoreFailed`), so the routes and the API
+tests do not know which one is behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+import orjson
+
+from ordonum import Store
+from ordonum.service.durable import DurableWaiter
+from ordonum.service.ratelimit import Lockout
+from ordonum.service.vault import TokenVault
+
+__all__ = ["Backend", "EmbeddedBackend"]
+
+T = TypeVar("T")
+
+
+class Backend(Protocol):
+    """What the routes call. Times are Unix ms (``None``: now); IDs in any accepted form."""
+
+    kind: str
+    """``"embedded"`` or ``"postgresql"``."""
+    node: int
+    """The ID generator node this process issues IDs with."""
+
+    async def create(self, record: dict[str, Any], token: str, *, now_ms: int) -> bytes:
+        """Create durably (the prescription and its QR token text); its document."""
+        ...
+
+    async def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes: ...
+
+    async def get_many(
+        self, rx_ids: list[str], *, now_ms: int | None = None
+    ) -> list[bytes | None]: ...
+
+    async def scan(
+        self, rx_id: str, access_code: str, *, actor: str, now_ms: int | None = None
+    ) -> bytes:
+        """Check the code, log the access durably, return the document (NotFound on a
+        wrong ID or code alike)."""
+        ...
+
+    async def dispense(
+        self,
+        rx_id: str,
+        record: dict[str, Any],
+        *,
+        idempotency_key: str,
+        access_code: str,
+        now_ms: int | None = None,
+    ) -> bytes:
+        """All lines or none; the answer once durable. Same key + same request: the first
+        answer with ``"replayed": true``; same key, other request, or over-dispensing:
+        Conflict."""
+        ...
+
+    async def cancel(
+        self, rx_id: str, *, prescriber_rpps: str, now_ms: int | None = None
+    ) -> str: ...
+
+    async def set_consent(
+        self, rx_id: str, allowed: bool, *, now_ms: int | None = None
+    ) -> None: ...
+
+    async def owner(self, rx_id: str) -> tuple[str, str, bool]:
+        """``(prescriber_rpps, patient_nir, consent)``."""
+        ...
+
+    async def dispensations(self, rx_id: str) -> bytes: ...
+
+    async def by_patient(
+        self, nir: str, *, limit: int = 50, before: str | None = None
+    ) -> list[str]: ...
+
+    async def access_log(self, rx_id: str) -> bytes: ...
+
+    async def token(self, rx_id: str) -> str | None:
+        """The prescription's QR token text, if this service created it."""
+        ...
+
+    async def count(self) -> int:
+        """Prescriptions held (PostgreSQL: the planner's estimate)."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Counters for /metrics (cheap, no I/O)."""
+        ...
+
+    async def lockout_retry_after(self, key: str) -> int:
+        """Manual entry of ``key`` (an ID text): 0 if open, else seconds until it reopens."""
+        ...
+
+    async def lockout_failed(self, key: str) -> None: ...
+
+    async def lockout_succeeded(self, key: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class EmbeddedBackend:
+    """The Rust store + the SQLite token vault, in this process (see the module doc)."""
+
+    kind = "embedded"
+
+    def __init__(
+        self,
+        store: Store,
+        vault: TokenVault,
+        executor: ThreadPoolExecutor,
+        lockout: Lockout,
+        node: int,
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.executor = executor
+        self.lockout = lockout
+        self.node = node
+        self._waiter: DurableWaiter | None = None
+
+    async def _blocking(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def _durable(self) -> DurableWaiter:
+        """The journal waiter of the running loop (made on first use)."""
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = DurableWaiter(self.store, asyncio.get_running_loop())
+        return waiter
+
+    async def create(self, record: dict[str, Any], token: str, *, now_ms: int) -> bytes:
+        # The token text durable first (the vault group-commits), then the store's create:
+        # checked and queued here, awaited through the journal's wake-ups (no worker thread).
+        await self.vault.put_async(record["id"], token)
+        rx_id, lsn = self.store.create_submit(orjson.dumps(record), now_ms=now_ms)
+        await self._durable().wait(lsn)
+        return self.store.get(rx_id, now_ms=now_ms)
+
+    async def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes:
+        return self.store.get(rx_id, now_ms=now_ms)
+
+    async def get_many(self, rx_ids: list[str], *, now_ms: int | None = None) -> list[bytes | None]:
+        return self.store.get_many(rx_ids, now_ms=now_ms)
+
+    async def scan(
+        self, rx_id: str, access_code: str, *, actor: str, now_ms: int | None = None
+    ) -> bytes:
+        # On the event loop: the store logs the access without waiting for the journal's
+        # fdatasync (see Store.scan) and costs microseconds, the GIL released inside.
+        return self.store.scan(rx_id, access_code, actor=actor, now_ms=now_ms)
+
+    async def dispense(
+        self,
+        rx_id: str,
+        record: dict[str, Any],
+        *,
+        idempotency_key: str,
+        access_code: str,
+        now_ms: int | None = None,
+    ) -> bytes:
+        body = orjson.dumps(record)
+        submitted = self.store.dispense_submit(
+            rx_id, body, idempotency_key=idempotency_key, access_code=access_code, now_ms=now_ms
+        )
+        if submitted is None:  # another write of it in flight: wait for its turn in a thread
+            return await self._blocking(
+                self.store.dispense,
+                rx_id,
+                body,
+                idempotency_key=idempotency_key,
+                access_code=access_code,
+                now_ms=now_ms,
+            )
+        answer, lsn = submitted
+        await self._durable().wait(lsn)
+        return answer
+
+    async def cancel(self, rx_id: str, *, prescriber_rpps: str, now_ms: int | None = None) -> str:
+        return await self._blocking(
+            self.store.cancel, rx_id, prescriber_rpps=prescriber_rpps, now_ms=now_ms
+        )
+
+    async def set_consent(self, rx_id: str, allowed: bool, *, now_ms: int | None = None) -> None:
+        await self._blocking(self.store.set_consent, rx_id, allowed, now_ms=now_ms)
+
+    async def owner(self, rx_id: str) -> tuple[str, str, bool]:
+        return self.store.owner(rx_id)
+
+    async def dispensations(self, rx_id: str) -> bytes:
+        return self.store.dispensations(rx_id)
+
+    async def by_patient(
+        self, nir: str, *, limit: int = 50, before: str | None = None
+    ) -> list[str]:
+        return self.store.by_patient(nir, limit=limit, before=before)
+
+    async def access_log(self, rx_id: str) -> bytes:
+        return self.store.access_log(rx_id)
+
+    async def token(self, rx_id: str) -> str | None:
+        return await self._blocking(self.vault.get, rx_id)
+
+    async def count(self) -> int:
+        return len(self.store)
+
+    def stats(self) -> dict[str, int]:
+        return self.store.stats()
+
+    async def lockout_retry_after(self, key: str) -> int:
+        return self.lockout.retry_after(key)
+
+    async def lockout_failed(self, key: str) -> None:
+        self.lockout.failed(key)
+
+    async def lockout_succeeded(self, key: str) -> None:
+        self.lockout.succeeded(key)
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.vault.close()
+        self.store.close()
+        if self._waiter is not None:  # everything is durable now: settles what is left
+            self._waiter.close()

@@ -1,0 +1,1 @@
+"""Numbered SQL migrations of the PostgreSQL backend (applied by ``ordonum.service.pg``)."""
