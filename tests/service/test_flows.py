@@ -410,12 +410,29 @@ async def test_request_id_metrics_health(
     generated = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith tab"})
     assert generated.headers["x-request-id"] != "bad id\twith tab"
     assert len(generated.headers["x-request-id"]) == 16
-    await create(client, world)
-    text = (await client.get("/metrics")).text
-    assert (
-        'ordonum_http_requests_total{method="POST",route="/v1/prescriptions",status="201"} 1'
-        in text
+    created = await create(client, world)
+    scanned = await client.post(
+        "/v1/scan", json={"token": created["token"]}, headers=world.pharmacy_h
     )
+    assert scanned.status_code == 200
+    dispensed = await client.post(
+        f"/v1/prescriptions/{created['id']}/dispensations",
+        json={"token": created["token"], "lines": [{"line": 0, "quantity": 1}]},
+        headers=dispense_headers(world),
+    )
+    assert dispensed.status_code == 201, dispensed.text
+    text = (await client.get("/metrics")).text
+    # Every route is labelled by its template, the plain Starlette hot routes included.
+    for method, template, status in (
+        ("POST", "/v1/prescriptions", 201),
+        ("POST", "/v1/scan", 200),
+        ("POST", "/v1/prescriptions/{id}/dispensations", 201),
+    ):
+        assert (
+            f'ordonum_http_requests_total{{method="{method}",route="{template}",'
+            f'status="{status}"}} 1' in text
+        )
+    assert "unmatched" not in text
     assert 'ordonum_http_request_duration_seconds_count{method="GET",route="/healthz"} 2' in text
     if services.backend.kind == "embedded":
         assert "ordonum_store_prescriptions 1" in text

@@ -47,7 +47,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-FAST_ROUTES = [*scan.FAST, *dispensations.FAST]
+FAST_ROUTES = [*scan.FAST, *dispensations.FAST, *prescriptions.FAST]
 
 
 def _problem_openapi(app: FastAPI) -> dict[str, Any]:

@@ -3,9 +3,12 @@
 :class:`Backend` lists what the routes need, all ``async``; two implementations:
 
 * :class:`EmbeddedBackend` (the default): the Rust :class:`ordonum.Store` in the data
-  directory plus the QR token vault beside it, one process. Calls that wait for the
-  journal's fdatasync run in the service's sized thread pool, never on the event loop;
-  reads and scans (which do not wait for it) run on the event loop.
+  directory plus the QR token vault beside it, one process. Everything runs on the event
+  loop: reads and scans directly (microseconds, the GIL released inside); creations and
+  dispensations are checked and queued there and await their journal LSN through
+  :class:`~ordonum.service.durable.DurableWaiter` (one wake-up per group commit, no thread
+  per write). The sized thread pool is left for the rare writes: cancel, consent, and a
+  dispensation whose prescription has another write in flight.
 * :class:`ordonum.service.pg.PostgresBackend` (``--store postgresql://...``): PostgreSQL
   as the system of record, shared by any number of service processes.
 
@@ -27,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from ordonum import Store
+from ordonum.service.durable import DurableWaiter
 from ordonum.service.ratelimit import Lockout
 from ordonum.service.vault import TokenVault
 
@@ -135,16 +139,26 @@ class EmbeddedBackend:
         self.executor = executor
         self.lockout = lockout
         self.node = node
+        self._waiter: DurableWaiter | None = None
 
     async def _blocking(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
+    def _durable(self) -> DurableWaiter:
+        """The journal waiter of the running loop (made on first use)."""
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = DurableWaiter(self.store, asyncio.get_running_loop())
+        return waiter
+
     async def create(self, record: dict[str, Any], token: str, *, now_ms: int) -> bytes:
-        # The token text durable first (the vault group-commits), then the store's create
-        # (it waits for the journal: a worker thread).
+        # The token text durable first (the vault group-commits), then the store's create:
+        # checked and queued here, awaited through the journal's wake-ups (no worker thread).
         await self.vault.put_async(record["id"], token)
-        return await self._blocking(self.store.create, orjson.dumps(record), now_ms=now_ms)
+        rx_id, lsn = self.store.create_submit(orjson.dumps(record), now_ms=now_ms)
+        await self._durable().wait(lsn)
+        return self.store.get(rx_id, now_ms=now_ms)
 
     async def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes:
         return self.store.get(rx_id, now_ms=now_ms)
@@ -168,14 +182,22 @@ class EmbeddedBackend:
         access_code: str,
         now_ms: int | None = None,
     ) -> bytes:
-        return await self._blocking(
-            self.store.dispense,
-            rx_id,
-            orjson.dumps(record),
-            idempotency_key=idempotency_key,
-            access_code=access_code,
-            now_ms=now_ms,
+        body = orjson.dumps(record)
+        submitted = self.store.dispense_submit(
+            rx_id, body, idempotency_key=idempotency_key, access_code=access_code, now_ms=now_ms
         )
+        if submitted is None:  # another write of it in flight: wait for its turn in a thread
+            return await self._blocking(
+                self.store.dispense,
+                rx_id,
+                body,
+                idempotency_key=idempotency_key,
+                access_code=access_code,
+                now_ms=now_ms,
+            )
+        answer, lsn = submitted
+        await self._durable().wait(lsn)
+        return answer
 
     async def cancel(self, rx_id: str, *, prescriber_rpps: str, now_ms: int | None = None) -> str:
         return await self._blocking(
@@ -221,3 +243,5 @@ class EmbeddedBackend:
         self.executor.shutdown(wait=True)
         self.vault.close()
         self.store.close()
+        if self._waiter is not None:  # everything is durable now: settles what is left
+            self._waiter.close()

@@ -26,7 +26,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 __all__ = ["FastRoute", "document", "missing_header", "read_body"]
 
@@ -68,7 +69,21 @@ class FastRoute:
     path_params: list[str] = field(default_factory=list)
 
     def route(self) -> Route:
-        return Route(self.path, self.endpoint, methods=[self.method], name=self.endpoint.__name__)
+        return _TemplatedRoute(
+            self.path, self.endpoint, methods=[self.method], name=self.endpoint.__name__
+        )
+
+
+class _TemplatedRoute(Route):
+    """A Starlette route that, like FastAPI's, puts itself in the scope when it matches: the
+    request middleware labels metrics and logs with ``scope["route"].path`` (the template,
+    not the path with its IDs)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 def _add_schema(components: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
