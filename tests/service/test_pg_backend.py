@@ -368,7 +368,7 @@ async def test_migrations_once_and_nodes_unique(pg_cluster: Any) -> None:
             await conn.close()
         # Scans commit their access-log entry without waiting for it (like the embedded
         # store's scan); every other write waits.
-        assert await backends[0].scan_pool.fetchval("SHOW synchronous_commit") == "off"
+        assert await backends[0].read_pool.fetchval("SHOW synchronous_commit") == "off"
         assert await backends[0].pool.fetchval("SHOW synchronous_commit") == "on"
     finally:
         for b in backends:
@@ -401,3 +401,16 @@ async def test_lockout_is_shared_between_processes(pg_url: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_pool_reset_rolls_back_what_a_cancelled_request_left(pg_url: str) -> None:
+    backend = await PostgresBackend.open(pg_url, min_size=1, max_size=1)
+    try:
+        async with backend.pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute("SELECT 1")
+            assert conn.is_in_transaction()
+        async with backend.pool.acquire() as conn:  # the one connection, back from the pool
+            assert not conn.is_in_transaction()  # from the server's ReadyForQuery status
+    finally:
+        await backend.close()

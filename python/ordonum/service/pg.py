@@ -21,8 +21,10 @@ How each operation stays correct with many processes:
   last units queue on the row lock: the second sees the first's result. ``remaining >= 0``
   is also a CHECK constraint, a second line of defence.
 * **scan**: one statement: the code check, the access-log insert and the document read, on
-  a second small pool whose sessions have ``synchronous_commit = off``: like the embedded
-  store's scan, it does not wait for the log entry to be durable (a crash or a failover may
+  a second pool whose sessions have ``synchronous_commit = off`` (the read pool: reads and
+  the lockout bookkeeping use it too, so that they never queue behind dispensations waiting
+  for WAL flushes): like the embedded store's scan, it does not wait for the log entry to
+  be durable (a crash or a failover may
   lose the entries of the last few hundred milliseconds; any durable write committed after
   a scan makes it durable too, the WAL being one sequence).
 * **create**: the prescription and its QR token text in one transaction.
@@ -84,6 +86,15 @@ def _failed(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[An
             raise StoreFailed(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
 
     return wrapper
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    """What a connection needs when it goes back to the pool. asyncpg's default sends
+    ``RESET ALL`` and friends, one more round trip per query; this backend leaves no session
+    state behind (no SET, LISTEN, cursors or held advisory locks), so only an unfinished
+    transaction, which a cancelled request could leave, is rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -200,7 +211,7 @@ class PostgresBackend:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        scan_pool: asyncpg.Pool,
+        read_pool: asyncpg.Pool,
         node: int,
         *,
         lockout_failures: int = 5,
@@ -208,7 +219,7 @@ class PostgresBackend:
         lockout_seconds: float = 300.0,
     ) -> None:
         self.pool = pool
-        self.scan_pool = scan_pool
+        self.read_pool = read_pool
         self.node = node
         self._lockout = (lockout_failures, int(lockout_window * 1000), int(lockout_seconds * 1000))
         self.counters = {"dispensations": 0, "conflicts": 0, "replays": 0}
@@ -228,7 +239,7 @@ class PostgresBackend:
         """Connect a pool to ``url``, apply pending migrations, lease an ID node."""
         try:
             pool = await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, command_timeout=60
+                url, min_size=min_size, max_size=max_size, command_timeout=60, reset=_reset
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StoreFailed(f"PostgreSQL: cannot connect: {exc}") from exc
@@ -236,11 +247,12 @@ class PostgresBackend:
             async with pool.acquire() as conn:
                 await migrate(conn)
                 node = await cls.lease_node(conn)
-            scan_pool = await asyncpg.create_pool(
+            read_pool = await asyncpg.create_pool(
                 url,
                 min_size=1,
-                max_size=max(2, max_size // 2),
+                max_size=max_size,
                 command_timeout=60,
+                reset=_reset,
                 server_settings={"synchronous_commit": "off"},
             )
         except BaseException:
@@ -248,7 +260,7 @@ class PostgresBackend:
             raise
         return cls(
             pool,
-            scan_pool,
+            read_pool,
             node,
             lockout_failures=lockout_failures,
             lockout_window=lockout_window,
@@ -267,7 +279,7 @@ class PostgresBackend:
         return node
 
     async def close(self) -> None:
-        await self.scan_pool.close()
+        await self.read_pool.close()
         await self.pool.close()
 
     # -- writes ----------------------------------------------------------------------------
@@ -296,7 +308,21 @@ class PostgresBackend:
             )
             if ok is None:
                 raise Conflict(f"prescription {rx.id} already exists")
-        return await self.get(rx.id, now_ms=now_ms)
+        # The document from what was just inserted: no second round trip.
+        row = {
+            "created_at_ms": rx.created_at_ms,
+            "valid_until_ms": rx.valid_until_ms,
+            "prescriber_rpps": rx.prescriber_rpps,
+            "patient_nir": rx.patient_nir,
+            "patient_name": rx.patient_name,
+            "birth_date": rx.birth_date,
+            "lines": orjson.dumps(lines),
+            "remaining": remaining,
+            "dispensation_count": 0,
+            "cancelled_at_ms": None,
+            "consent": rx.consent,
+        }
+        return pgmodel.document(rx.id, row, [], now_ms)
 
     @_failed
     async def scan(
@@ -306,7 +332,7 @@ class PostgresBackend:
         pgmodel._text("actor", actor, 1, pgmodel.MAX_KEY, False)
         rx_id = _canonical(rx_id)
         digest = pgmodel.access_digest(access_code) or b"\xa5" * 32
-        row = await self.scan_pool.fetchrow(SQL_SCAN, rx_id, digest, now, actor)
+        row = await self.read_pool.fetchrow(SQL_SCAN, rx_id, digest, now, actor)
         if row is None:
             raise NotFound(NO_MATCH)
         return _row_document(row, now)
@@ -467,7 +493,7 @@ class PostgresBackend:
     async def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes:
         now = _now(now_ms)
         rx_id = _canonical(rx_id)
-        row = await self.pool.fetchrow(SQL_GET, rx_id)
+        row = await self.read_pool.fetchrow(SQL_GET, rx_id)
         if row is None:
             raise NotFound(f"no prescription {rx_id}")
         return _row_document(row, now)
@@ -476,13 +502,13 @@ class PostgresBackend:
     async def get_many(self, rx_ids: list[str], *, now_ms: int | None = None) -> list[bytes | None]:
         now = _now(now_ms)
         ids = [_canonical(x) for x in rx_ids]
-        rows = {r["id"]: r for r in await self.pool.fetch(SQL_GET_MANY, ids)}
+        rows = {r["id"]: r for r in await self.read_pool.fetch(SQL_GET_MANY, ids)}
         return [_row_document(rows[x], now) if x in rows else None for x in ids]
 
     @_failed
     async def owner(self, rx_id: str) -> tuple[str, str, bool]:
         rx_id = _canonical(rx_id)
-        row = await self.pool.fetchrow(
+        row = await self.read_pool.fetchrow(
             "SELECT prescriber_rpps, patient_nir, consent FROM prescriptions WHERE id = $1", rx_id
         )
         if row is None:
@@ -492,7 +518,7 @@ class PostgresBackend:
     @_failed
     async def dispensations(self, rx_id: str) -> bytes:
         rx_id = _canonical(rx_id)
-        raw = await self.pool.fetchval(
+        raw = await self.read_pool.fetchval(
             f"SELECT {_DISPENSATIONS} FROM prescriptions p WHERE p.id = $1", rx_id
         )
         if raw is None:
@@ -502,7 +528,7 @@ class PostgresBackend:
     @_failed
     async def access_log(self, rx_id: str) -> bytes:
         rx_id = _canonical(rx_id)
-        raw = await self.pool.fetchval(
+        raw = await self.read_pool.fetchval(
             "SELECT (SELECT coalesce(json_agg(json_build_array(a.at_ms, a.actor) ORDER BY a.seq),"
             " '[]') FROM access_log a WHERE a.rx_id = p.id) FROM prescriptions p WHERE p.id = $1",
             rx_id,
@@ -523,7 +549,7 @@ class PostgresBackend:
         if limit > MAX_BY_PATIENT:
             raise invalid("limit", f"at most {MAX_BY_PATIENT}, got {limit}")
         cursor = None if before is None else _canonical(before)
-        rows = await self.pool.fetch(
+        rows = await self.read_pool.fetch(
             "SELECT id FROM prescriptions WHERE patient_nir = $1"
             " AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
             key,
@@ -534,7 +560,7 @@ class PostgresBackend:
 
     @_failed
     async def token(self, rx_id: str) -> str | None:
-        token: str | None = await self.pool.fetchval(
+        token: str | None = await self.read_pool.fetchval(
             "SELECT token FROM qr_tokens WHERE rx_id = $1", rx_id
         )
         return token
@@ -542,7 +568,7 @@ class PostgresBackend:
     @_failed
     async def count(self) -> int:
         """Prescriptions, estimated from the planner's statistics (an exact count scans)."""
-        n = await self.pool.fetchval(
+        n = await self.read_pool.fetchval(
             "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_inherits i"
             " JOIN pg_class c ON c.oid = i.inhrelid"
             " WHERE i.inhparent = 'prescriptions'::regclass"
@@ -553,15 +579,20 @@ class PostgresBackend:
         return {
             "pool_size": self.pool.get_size(),
             "pool_idle": self.pool.get_idle_size(),
+            "read_pool_size": self.read_pool.get_size(),
+            "read_pool_idle": self.read_pool.get_idle_size(),
             "node": self.node,
             **self.counters,
         }
 
     # -- manual entry lockout, shared by every process -------------------------------------
+    # On the read pool (synchronous_commit off): a crash may forget the last failures,
+    # which costs an attacker's guesses nothing worth having, and these calls sit on the
+    # manual scan path.
 
     @_failed
     async def lockout_retry_after(self, key: str) -> int:
-        until = await self.pool.fetchval(
+        until = await self.read_pool.fetchval(
             "SELECT locked_until FROM manual_lockouts WHERE id_key = $1", key
         )
         left = (until or 0) - _now(None)
@@ -571,10 +602,10 @@ class PostgresBackend:
     async def lockout_failed(self, key: str) -> None:
         failures, window, seconds = self._lockout
         now = _now(None)
-        await self.pool.execute(SQL_LOCKOUT_FAILED, key, now, window, failures, seconds)
+        await self.read_pool.execute(SQL_LOCKOUT_FAILED, key, now, window, failures, seconds)
         self._failures_seen += 1
         if self._failures_seen % 1000 == 0:  # forget IDs neither locked nor recently failed
-            await self.pool.execute(
+            await self.read_pool.execute(
                 "DELETE FROM manual_lockouts WHERE locked_until < $1 AND coalesce("
                 "failures[cardinality(failures)], 0) < $1 - $2",
                 now,
@@ -583,7 +614,7 @@ class PostgresBackend:
 
     @_failed
     async def lockout_succeeded(self, key: str) -> None:
-        await self.pool.execute(
+        await self.read_pool.execute(
             "UPDATE manual_lockouts SET failures = '{}' WHERE id_key = $1 AND failures <> '{}'",
             key,
         )

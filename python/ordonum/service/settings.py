@@ -32,7 +32,8 @@ variable                       meaning                                     defau
                                embedded store                              ``DATA/store``
 ``ORDONUM_WORKERS``            service processes (``ordonum serve``);      ``1``
                                more than 1 needs PostgreSQL
-``ORDONUM_PG_POOL``            PostgreSQL connections per process (max)    ``20``
+``ORDONUM_PG_POOL``            PostgreSQL connections per pool (max); a    ``20``
+                               process has two: writes, and reads + scans
 ``ORDONUM_AUTH_CACHE``         verified bearer tokens kept (until exp)     ``100000``
 ``ORDONUM_LOG_LEVEL``          ``debug``, ``info``, ``warning``, ...       ``info``
 ``ORDONUM_ACCESS_LOG``         one JSON log line per request (``0``/``1``) ``1``
