@@ -22,7 +22,7 @@ from ordonum.service.deps import json_response
 from ordonum.service.deps import services as services_of
 from ordonum.service.fastroute import document
 from ordonum.service.metrics import Metrics
-from ordonum.service.middleware import RequestMiddleware, configure_logging
+from ordonum.service.middleware import AccessLog, RequestMiddleware, configure_logging
 from ordonum.service.models import Health
 from ordonum.service.problems import PROBLEM_MEDIA_TYPE, Problem, install_problem_handlers
 from ordonum.service.routes import dispensations, me, prescriptions, scan
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         configure_logging(settings.log_level)
     given = services
     metrics = Metrics(given.backend.stats if given is not None else None)
+    access_log = AccessLog() if settings.access_log else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,6 +113,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         try:
             yield
         finally:
+            if access_log is not None:
+                access_log.flush()
             if given is None:
                 await svc.close()
 
@@ -160,6 +163,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         RequestMiddleware,
         metrics=metrics,
         max_body=settings.max_body,
-        access_log=settings.access_log,
+        access_log=access_log,
     )
     return app

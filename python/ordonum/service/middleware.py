@@ -11,6 +11,7 @@ Pure ASGI rather than ``BaseHTTPMiddleware``: no extra task, no body buffering, 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ordonum.service.metrics import Metrics
 from ordonum.service.problems import PROBLEM_MEDIA_TYPE, problem_body
 
-__all__ = ["JsonFormatter", "RequestMiddleware", "configure_logging", "request_id"]
+__all__ = ["AccessLog", "JsonFormatter", "RequestMiddleware", "configure_logging", "request_id"]
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -62,6 +63,52 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class AccessLog:
+    """The per-request lines of logger ``ordonum.access``, without the logging module's
+    per-record work.
+
+    Through ``logging`` one line cost ~38 µs (LogRecord, formatter, handler lock, a flushed
+    ``write`` each): 8 % of a request's CPU at the national mix. Here a line is one
+    ``orjson.dumps`` into a list, and the list goes to ``sys.stderr`` in one write at most
+    ``interval`` seconds later (scheduled on the running loop) and when the app stops. Same
+    JSON fields as :class:`JsonFormatter`'s lines; emitted only while ``ordonum.access`` is
+    enabled for INFO (``ORDONUM_LOG_LEVEL``). The price: a killed process loses the access
+    lines of its last ``interval``.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self._lines: list[bytes] = []
+        self._scheduled = False
+
+    def enabled(self) -> bool:
+        return access.isEnabledFor(logging.INFO)
+
+    def write(self, fields: dict[str, Any]) -> None:
+        entry: dict[str, Any] = {
+            "ts": round(time.time(), 6),
+            "level": "info",
+            "logger": access.name,
+            "msg": "request",
+        }
+        rid = request_id.get()
+        if rid != "-":
+            entry["request_id"] = rid
+        entry.update(fields)
+        self._lines.append(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(self.interval, self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self._lines:
+            data = b"".join(self._lines).decode()
+            self._lines.clear()
+            sys.stderr.write(data)
+            sys.stderr.flush()
+
+
 def configure_logging(level: str) -> None:
     """JSON lines on stderr for the root logger (uvicorn's loggers propagate to it)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -85,7 +132,9 @@ class _TooLarge(StarletteHTTPException):
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body: int, access_log: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_body: int, access_log: AccessLog | None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
@@ -144,15 +193,15 @@ class RequestMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.observe(scope["method"], template, status, elapsed)
-            if self.access_log:
-                access.info(
-                    "request",
-                    extra={
+            log = self.access_log
+            if log is not None and log.enabled():
+                log.write(
+                    {
                         "method": scope["method"],
                         "route": template,
                         "status": status,
                         "ms": round(elapsed * 1000, 3),
-                    },
+                    }
                 )
             request_id.reset(token)
 
