@@ -33,18 +33,6 @@ from bench_http import LUA_LIST, free_port, stop, wait_up
 from pgcluster import PgCluster
 
 PY = sys.executable
-# bench_http's request list, with distinct idempotency keys per wrk thread: each thread has
-# its own Lua state seeded alike, so math.random() gives every thread the same keys, and
-# identical requests then race each other (replays, not new dispensations).
-LUA = (
-    "local threads = 0\n"
-    "setup = function(thread) threads = threads + 1; thread:set('tid', threads) end\n"
-    + LUA_LIST.replace(
-        "counter = math.random(1, 1000000000)", "counter = tid * 1000000000"
-    ).replace('"bench-" .. counter', '"bench-" .. tid .. "-" .. counter')
-)
-assert "tid * 1000000000" in LUA
-assert '"bench-" .. tid' in LUA
 
 
 def token(data: Path, *args: str) -> str:
@@ -108,7 +96,7 @@ def run_one(label: str, tmp: Path, store: str, workers: int) -> dict[str, dict[s
             )
         )
         script = tmp / "list.lua"
-        script.write_text(LUA)
+        script.write_text(LUA_LIST)
         bearer = {"BENCH_BEARER": pharmacist}
         bench_http.wrk(url, script, scan, bearer)  # warm-up
         for what, file in (("scan (QR token)", scan), ("dispense (durable)", dispense)):
