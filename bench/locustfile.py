@@ -153,7 +153,11 @@ class Persona(FastHttpUser):
             method, path, name=name, json=json, headers=h, catch_response=True
         ) as resp:
             if resp.status_code not in expect:
-                resp.failure(f"HTTP {resp.status_code} (expected {expect}): {resp.text[:300]}")
+                # status 0 and no text: the request timed out or the connection failed. It
+                # must come back as None like any failure, so the visit stops here: the server
+                # may still apply it later, and the next step would race it.
+                text = (resp.text or "")[:300] if resp.status_code else "no answer (timeout)"
+                resp.failure(f"HTTP {resp.status_code} (expected {expect}): {text}")
                 return None
             if resp.status_code == 409:
                 resp.success()
