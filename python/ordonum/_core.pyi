@@ -583,11 +583,13 @@ class Store:
 
     def wait(self, lsn: int) -> None:
         """Block (GIL released) until ``lsn`` is durable and applied; :class:`StoreFailed` if
-        the journal failed first."""
+        the journal failed first, :class:`InvalidRecord` for an LSN never issued."""
 
     def durable_lsn(self) -> int:
         """The highest LSN durable (per the sync policy) and applied (``2**64 - 1`` without a
-        journal); :class:`StoreFailed` once the journal has failed."""
+        journal), also after a journal failure: writes up to it are durable whatever happened
+        next. Whether the journal failed is ``stats()["failed"]``; :meth:`wait` on a later
+        LSN then raises its :class:`StoreFailed`."""
 
     def wake_fd(self) -> int | None:
         """A non-blocking file descriptor, readable whenever :meth:`durable_lsn` may have

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from ordonum import IdGenerator, Store, StoreFailed
+from ordonum import IdGenerator, InvalidRecord, Store, StoreFailed
 from ordonum.service.durable import DurableWaiter
 from store_helpers import CODE, T0, dispensation, record
 
@@ -84,6 +84,18 @@ async def test_a_memory_store_needs_no_waiting() -> None:
     assert store.wake_fd() is None
     answer = await dispense(store, waiter, rx, "k")
     assert json.loads(answer)["lines"][0]["remaining"] == 9
+
+
+def test_waiting_for_an_lsn_never_issued_is_refused(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "store") as store:
+        (rx,) = created(store, 1)
+        sub = store.dispense_submit(
+            rx, dispensation((0, 1)), idempotency_key="k", access_code=CODE, now_ms=T0
+        )
+        assert sub is not None
+        store.wait(sub[1])
+        with pytest.raises(InvalidRecord, match=r"^lsn: \d+ was never issued"):
+            store.wait(sub[1] + 1)
 
 
 async def test_after_close_waiting_fails(tmp_path: Path) -> None:
@@ -165,3 +177,46 @@ def test_a_journal_failure_reaches_the_waiters_and_loses_nothing_acknowledged(
             for d in json.loads(s.dispensations(rx))["dispensations"]
         }
     assert set(result["acked"]) <= keys  # nothing acknowledged is lost
+
+
+class _FailingJournal:
+    """A store whose journal made LSN 5 durable, then failed (what a disk error does)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.rx, self.tx = socket.socketpair()
+        self.rx.setblocking(False)
+        self.durable, self.failed = 0, 0
+
+    def wake_fd(self) -> int:
+        return self.rx.fileno()
+
+    def durable_lsn(self) -> int:
+        return self.durable
+
+    def stats(self) -> dict[str, int]:
+        return {"failed": self.failed}
+
+    def wait(self, lsn: int) -> None:
+        if lsn > self.durable and self.failed:
+            raise StoreFailed("journal fdatasync failed")
+
+
+async def test_writes_durable_before_a_failure_are_still_acknowledged() -> None:
+    journal = _FailingJournal()
+    waiter = DurableWaiter(journal, asyncio.get_running_loop())  # type: ignore[arg-type]
+    before, after = waiter.wait(5), waiter.wait(8)
+    journal.durable, journal.failed = 5, 1  # batch up to 5 durable, the next one failed
+    journal.tx.send(b"\x01")
+    await asyncio.sleep(0.05)
+    assert before.done()
+    assert before.exception() is None
+    with pytest.raises(StoreFailed, match="fdatasync failed"):
+        await after
+    with pytest.raises(StoreFailed):  # and every later wait above the durable LSN
+        await waiter.wait(9)
+    assert waiter.wait(4).done()
+    waiter.close()
+    journal.rx.close()
+    journal.tx.close()

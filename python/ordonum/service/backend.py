@@ -8,7 +8,7 @@
   dispensations are checked and queued there and await their journal LSN through
   :class:`~ordonum.service.durable.DurableWaiter` (one wake-up per group commit, no thread
   per write). The sized thread pool is left for the rare writes: cancel, consent, and a
-  dispensation whose prescription has another write in flight.
+  dispensation whose prescription has another write in flight, and reads of QR token texts.
 * :class:`ordonum.service.pg.PostgresBackend` (``--store postgresql://...``): PostgreSQL
   as the system of record, shared by any number of service processes.
 
@@ -146,10 +146,14 @@ class EmbeddedBackend:
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     def _durable(self) -> DurableWaiter:
-        """The journal waiter of the running loop (made on first use)."""
+        """The journal waiter of the running loop (made on first use, remade if the loop
+        changed: it reads the store's one wake fd, so there is only one)."""
+        loop = asyncio.get_running_loop()
         waiter = self._waiter
-        if waiter is None:
-            waiter = self._waiter = DurableWaiter(self.store, asyncio.get_running_loop())
+        if waiter is None or waiter.loop is not loop:  # one waiter per store, on its loop
+            if waiter is not None:
+                waiter.close()
+            waiter = self._waiter = DurableWaiter(self.store, loop)
         return waiter
 
     async def create(self, record: dict[str, Any], token: str, *, now_ms: int) -> bytes:

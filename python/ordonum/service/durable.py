@@ -8,12 +8,14 @@ the request awaits its LSN here. The journal writer writes one byte to ``Store.w
 per group commit; :class:`DurableWaiter` reads it on the loop and settles every waiter whose
 LSN is now durable. One wake-up per batch, whatever the number of writes in it.
 
-If the journal fails, every waiter (and every later one) gets the ``StoreFailed``.
+If the journal fails, every waiter whose write was not yet durable (and every later one) gets
+its ``StoreFailed``; writes that were durable before the failure are acknowledged as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import os
@@ -28,7 +30,7 @@ class DurableWaiter:
 
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self._store = store
-        self._loop = loop
+        self.loop = loop
         self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()  # ties: futures do not compare
         self._closed = False
@@ -37,20 +39,16 @@ class DurableWaiter:
             loop.add_reader(self._fd, self._wake)
 
     def wait(self, lsn: int) -> asyncio.Future[None]:
-        """A future done once ``lsn`` is durable (at once if it is already, or ``lsn`` is 0)."""
-        fut: asyncio.Future[None] = self._loop.create_future()
+        """A future done once ``lsn`` is durable (at once if it is already, or ``lsn`` is 0);
+        failed with the journal's ``StoreFailed`` if the journal fails before that."""
+        fut: asyncio.Future[None] = self.loop.create_future()
         if self._closed:
             fut.set_exception(StoreFailed("the store's durability waiter is closed"))
-            return fut
-        try:
-            durable = self._store.durable_lsn()
-        except StoreFailed as exc:
-            fut.set_exception(exc)
-            return fut
-        if lsn <= durable or self._fd is None:
+        elif lsn == 0 or self._fd is None or lsn <= self._store.durable_lsn():
             fut.set_result(None)
         else:
             heapq.heappush(self._heap, (lsn, next(self._order), fut))
+            self._fail_if_failed()
         return fut
 
     def _wake(self) -> None:
@@ -60,16 +58,26 @@ class DurableWaiter:
                     pass
             except BlockingIOError:
                 pass
-        try:
-            durable = self._store.durable_lsn()
-        except StoreFailed as exc:
-            self._settle_all(exc)
-            return
+        # What is durable is acknowledged even if the journal failed just after it: only
+        # the writes above the durable LSN fail.
+        durable = self._store.durable_lsn()
         heap = self._heap
         while heap and heap[0][0] <= durable:
             _, _, fut = heapq.heappop(heap)
             if not fut.done():  # its request was cancelled: the write happens all the same
                 fut.set_result(None)
+        self._fail_if_failed()
+
+    def _fail_if_failed(self) -> None:
+        """Fail every waiter still pending if the journal has failed (it never recovers)."""
+        if not self._heap or not self._store.stats().get("failed"):
+            return
+        try:  # the journal's own error, with its errno and message (raises at once now)
+            self._store.wait(self._heap[0][0])
+        except StoreFailed as exc:
+            self._settle_all(exc)
+        else:  # durable after all (it raced the check): settle normally
+            self._wake()
 
     def _settle_all(self, exc: BaseException) -> None:
         while self._heap:
@@ -84,6 +92,7 @@ class DurableWaiter:
         self._wake()
         self._closed = True
         if self._fd is not None:
-            self._loop.remove_reader(self._fd)
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                self.loop.remove_reader(self._fd)
             self._fd = None
         self._settle_all(StoreFailed("the store's durability waiter closed before the write"))

@@ -79,7 +79,7 @@ class AccessLog:
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
         self._lines: list[bytes] = []
-        self._scheduled = False
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def enabled(self) -> bool:
         return access.isEnabledFor(logging.INFO)
@@ -96,12 +96,13 @@ class AccessLog:
             entry["request_id"] = rid
         entry.update(fields)
         self._lines.append(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_later(self.interval, self.flush)
+        loop = asyncio.get_running_loop()
+        if self._timer_loop is not loop:  # none yet, or on a loop that went away
+            self._timer_loop = loop
+            loop.call_later(self.interval, self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
+        self._timer_loop = None
         if self._lines:
             data = b"".join(self._lines).decode()
             self._lines.clear()

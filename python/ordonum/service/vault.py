@@ -128,20 +128,29 @@ class TokenVault:
                 error = exc
                 with self._cond:
                     self._error = exc  # refuse later writes: the disk said no
-            for fut in batch.sync_waiters:
-                if error is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(VaultClosed(f"QR token vault write failed: {error}"))
-            loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-            for loop, afut in batch.async_waiters:
-                loops.setdefault(loop, []).append(afut)
-            for loop, futs in loops.items():
-                # one wake-up of the loop for the whole batch; a closed loop has no waiter left
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle, futs, error)
+                    # rows queued while this batch was being written fail with it
+                    late, self._pending = self._pending, _Pending()
+                batch.rows += late.rows
+                batch.sync_waiters += late.sync_waiters
+                batch.async_waiters += late.async_waiters
+            self._settle_batch(batch, error)
             if error is not None:
                 return
+
+    @staticmethod
+    def _settle_batch(batch: _Pending, error: BaseException | None) -> None:
+        for fut in batch.sync_waiters:
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(VaultClosed(f"QR token vault write failed: {error}"))
+        loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for loop, afut in batch.async_waiters:
+            loops.setdefault(loop, []).append(afut)
+        for loop, futs in loops.items():
+            # one wake-up of the loop for the whole batch; a closed loop has no waiter left
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, futs, error)
 
     def get(self, rx_id: str) -> str | None:
         with self._lock:

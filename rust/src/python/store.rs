@@ -232,9 +232,9 @@ impl PyStore {
         Ok(py.detach(|| self.0.wait(lsn))?)
     }
 
-    /// The highest durable, applied LSN; `StoreFailed` once the journal has failed.
-    fn durable_lsn(&self) -> PyResult<u64> {
-        Ok(self.0.durable_lsn()?)
+    /// The highest durable, applied LSN (also after a journal failure).
+    fn durable_lsn(&self) -> u64 {
+        self.0.durable_lsn()
     }
 
     /// A non-blocking fd readable whenever `durable_lsn()` may have moved (`None` in memory).

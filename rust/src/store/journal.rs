@@ -331,6 +331,12 @@ impl Journal {
     /// Blocks until `lsn` is durable (per the policy) and applied, or the journal failed.
     pub fn wait(&self, lsn: u64) -> Result<(), StoreError> {
         let mut g = self.shared.state.lock();
+        if lsn >= g.next_lsn {
+            return Err(StoreError::Invalid {
+                field: "lsn".into(),
+                message: format!("{lsn} was never issued (the next LSN is {})", g.next_lsn),
+            });
+        }
         while g.durable_lsn < lsn {
             if let Some(e) = &g.failed {
                 return Err(e.clone());
@@ -356,14 +362,10 @@ impl Journal {
         Ok(lsn)
     }
 
-    /// The highest LSN durable (per the policy) and applied; the error once the journal
-    /// has failed. A closed journal has made everything durable.
-    pub fn durable(&self) -> Result<u64, StoreError> {
-        let g = self.shared.state.lock();
-        match &g.failed {
-            Some(e) => Err(e.clone()),
-            None => Ok(g.durable_lsn),
-        }
+    /// The highest LSN durable (per the policy) and applied, also after a failure (what was
+    /// durable before it stays so). A closed journal has made everything durable.
+    pub fn durable(&self) -> u64 {
+        self.shared.state.lock().durable_lsn
     }
 
     /// A file descriptor that becomes readable each time [`Journal::durable`] may have
