@@ -1,8 +1,9 @@
 """Dispensations: record one (pharmacist, with the paper's proof), list them (its prescriber
 if the patient consents, its patient).
 
-A dispensation write waits for the journal's fdatasync, so it runs in the service's sized
-thread pool, never on the event loop. The pharmacy and pharmacist come from the bearer
+A dispensation is acknowledged only once durable: the backend queues it and awaits its
+journal commit (embedded store) or its COMMIT (PostgreSQL), without blocking the event
+loop. The pharmacy and pharmacist come from the bearer
 token, never from the body. Idempotency keys are scoped to the pharmacy (``FINESS:key``), so
 two pharmacies cannot collide on, or read each other's answers through, a key.
 """

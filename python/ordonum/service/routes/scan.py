@@ -33,7 +33,7 @@ from ordonum.service.state import Services
 
 
 async def _miss(svc: Services, code: str, actor: str) -> Response:
-    """The uniform 404, after the same store work as a hit (through the same thread pool)."""
+    """The uniform 404, after the same store work as a hit (the same backend call)."""
     with contextlib.suppress(NotFound, ValueError):
         await svc.backend.scan(svc.dummy_id, code, actor=actor)
     return not_found()
