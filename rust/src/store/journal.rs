@@ -352,13 +352,8 @@ impl Journal {
     /// thread. The caller marked the prescription BUSY, as for [`Journal::commit`].
     pub fn submit(&self, ev: Event) -> Result<u64, StoreError> {
         let mut g = self.shared.state.lock();
-        Journal::refuse(&g)?;
-        let lsn = g.next_lsn;
-        g.next_lsn += 1;
-        frame(&mut g.buf, |out| ev.encode(lsn, out));
-        g.buf_records += 1;
+        let lsn = self.frame_next(&mut g, &ev)?;
         g.events.push((lsn, ev));
-        self.shared.work.notify_one();
         Ok(lsn)
     }
 
@@ -408,8 +403,13 @@ impl Journal {
     /// write, once the journal has failed or is closed. Called with the prescription's shard
     /// lock held (lock order: shard, then journal; the writer never holds both).
     pub fn append(&self, ev: &Event) -> Result<u64, StoreError> {
-        let mut g = self.shared.state.lock();
-        Journal::refuse(&g)?;
+        self.frame_next(&mut self.shared.state.lock(), ev)
+    }
+
+    /// Frames `ev` into the buffer under the next LSN and wakes the writer (refused once
+    /// failed or closed); the caller holds the state lock.
+    fn frame_next(&self, g: &mut State, ev: &Event) -> Result<u64, StoreError> {
+        Journal::refuse(g)?;
         let lsn = g.next_lsn;
         g.next_lsn += 1;
         frame(&mut g.buf, |out| ev.encode(lsn, out));
