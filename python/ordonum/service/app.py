@@ -16,11 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 import ordonum
 from ordonum.service.deps import json_response
 from ordonum.service.deps import services as services_of
-from ordonum.service.fastroute import document
+from ordonum.service.fastroute import HotDispatch, document
 from ordonum.service.metrics import Metrics
 from ordonum.service.middleware import AccessLog, RequestMiddleware, configure_logging
 from ordonum.service.models import Health
@@ -96,6 +98,22 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
 _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
+class _App(FastAPI):
+    """FastAPI whose hot routes (``hot``) skip the layers in front of the router: see
+    :class:`ordonum.service.fastroute.HotDispatch`. Empty ``hot`` (OpenTelemetry on, whose
+    exception spans live in one of those layers): the stock stack for every request."""
+
+    hot: list[Route]
+
+    def build_middleware_stack(self) -> ASGIApp:
+        full = super().build_middleware_stack()
+        if not self.hot:
+            return full
+        return HotDispatch(
+            full, self.hot, list(self.user_middleware), dict(self.exception_handlers), self.debug
+        )
+
+
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     """The service's ASGI app. ``settings`` default to :meth:`Settings.from_env`."""
     if settings is None:  # the app factory of `ordonum serve --workers N`: one per process
@@ -118,7 +136,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             if given is None:
                 await svc.close()
 
-    app = FastAPI(
+    app = _App(
         title="ordonum",
         version=ordonum.__version__,
         description=(
@@ -136,7 +154,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         app.state.services = given
     install_problem_handlers(app)
     # The hot routes first: plain Starlette routes (see ordonum.service.fastroute).
-    app.router.routes[:0] = [fast.route() for fast in FAST_ROUTES]
+    hot = [fast.route() for fast in FAST_ROUTES]
+    app.router.routes[:0] = hot
+    app.hot = [] if settings.otel else hot
     for module in (dispensations, prescriptions, me):
         app.include_router(module.router)
 
