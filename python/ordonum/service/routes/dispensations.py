@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import TypeAdapter
 from starlette.responses import Response
 
-from ordonum import InvalidId, InvalidToken, NotFound, parse_access_code, parse_id, verify_token
+from ordonum import InvalidId, InvalidToken, NotFound, parse_access_code, parse_id
 from ordonum.service.auth import Principal
 from ordonum.service.deps import (
     JSON,
@@ -54,7 +54,7 @@ async def dispense(request: Request) -> Response:
     manual = body.token is None
     if body.token is not None:
         try:
-            token = verify_token(body.token, svc.qr.keyring)
+            token = svc.qr.verify(body.token)
         except InvalidToken:
             token = None
         if token is None or token.id != rx_id:

@@ -24,7 +24,7 @@ from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ordonum import InvalidId, InvalidToken, NotFound, parse_access_code, parse_id, verify_token
+from ordonum import InvalidId, InvalidToken, NotFound, parse_access_code, parse_id
 from ordonum.service.deps import JSON, authenticate, services
 from ordonum.service.fastroute import FastRoute, read_body
 from ordonum.service.models import PrescriptionDoc, ScanByCode, ScanByToken
@@ -68,7 +68,7 @@ async def scan(request: Request) -> Response:
     actor = principal.actor
     if isinstance(body, ScanByToken):
         try:
-            token = verify_token(body.token, svc.qr.keyring)
+            token = svc.qr.verify(body.token)
         except InvalidToken:
             return await _miss(svc, svc.dummy_code, actor)
         rx_id, code = token.id, token.access_code
