@@ -203,6 +203,27 @@ def test_consent_and_owner(store: Store, gen: IdGenerator) -> None:
     assert load(store.get(rx))["prescriber_may_view_dispensations"] is False
 
 
+def test_the_qr_token_text_is_kept_apart_from_the_document(store: Store, gen: IdGenerator) -> None:
+    rx, bare = gen.new(), gen.new()
+    token = "RX1:/ABC $%*+-./:" + "Q" * 120
+    store.create(record(rx, qr_token=token), now_ms=T0)
+    store.create(record(bare), now_ms=T0)
+    assert store.qr_token(rx) == token
+    assert store.qr_token(bare) is None
+    assert b"RX1:" not in store.get(rx)
+    assert b"qr_token" not in store.get(rx)
+    with pytest.raises(NotFound):
+        store.qr_token(gen.new())
+    with pytest.raises(InvalidId):
+        store.qr_token("not an id")
+    with pytest.raises(TypeError):
+        store.qr_token(42)  # type: ignore[arg-type]
+    with pytest.raises(
+        InvalidRecord, match=r"^qr_token: expected 1 to 512 printable ASCII characters$"
+    ):
+        store.create(record(gen.new(), qr_token="line\nbreak"), now_ms=T0)
+
+
 def test_scan_checks_the_code_and_logs_the_access(store: Store, gen: IdGenerator) -> None:
     rx = gen.new()
     store.create(record(rx), now_ms=T0)

@@ -605,6 +605,10 @@ class Store:
     def owner(self, rx_id: str) -> tuple[str, str, bool]:
         """``(prescriber_rpps, patient_nir, consent)``, for authorisation decisions."""
 
+    def qr_token(self, rx_id: str) -> str | None:
+        """The QR token text given as ``qr_token`` when the prescription was created (to print
+        the same QR again), or ``None``; :class:`NotFound` for an unknown ID."""
+
     def dispensations(self, rx_id: str) -> bytes:
         """``{"dispensations": [...]}`` as JSON bytes."""
 

@@ -125,7 +125,6 @@ def cmd_issue(args: argparse.Namespace) -> int:
         from ordonum import IdGenerator, Store
         from ordonum.service.create import create_prescription
         from ordonum.service.keys import ensure_keys, load_qr_keys
-        from ordonum.service.vault import TokenVault
 
         if not args.rpps:
             print("without --url, give the prescriber's --rpps", file=sys.stderr)
@@ -144,18 +143,15 @@ def cmd_issue(args: argparse.Namespace) -> int:
         keys = load_qr_keys(settings.keys_dir)
         settings.store_dir.mkdir(parents=True, exist_ok=True)
         store = Store.open(settings.store_dir)
-        vault = TokenVault(settings.data_dir / "qr-tokens.sqlite3")
         try:
             out = create_prescription(
                 store,
-                vault,
                 keys.signing,
                 IdGenerator(settings.node),
                 checks.validate_rpps(args.rpps),
                 body,
             )
         finally:
-            vault.close()
             store.close()
     png = Path(args.qr or f"{out['id']}.png")
     png.write_bytes(qr.png(out["token"]))

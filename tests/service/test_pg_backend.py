@@ -25,7 +25,6 @@ from ordonum import Conflict, IdGenerator, SigningKey, Store, issue_token
 from ordonum.service.backend import Backend, EmbeddedBackend
 from ordonum.service.pg import PostgresBackend, migrate
 from ordonum.service.ratelimit import Lockout
-from ordonum.service.vault import TokenVault
 
 from .conftest import cip13, finess, nir, rpps
 
@@ -45,7 +44,6 @@ async def pg(pg_url: str) -> AsyncIterator[PostgresBackend]:
 async def embedded() -> AsyncIterator[EmbeddedBackend]:
     backend = EmbeddedBackend(
         Store.memory(),
-        TokenVault(":memory:"),
         ThreadPoolExecutor(4),
         Lockout(5, 60, 300),
         node=1,

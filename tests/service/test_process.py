@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from ordonum import qr
 
 from .conftest import finess, nir, prescription_body, rpps
 
@@ -197,5 +198,9 @@ def test_sigkill_during_concurrent_dispensations(server: Server) -> None:
             kept[rx["id"]] = {d["dispensation_id"] for d in dispensations}
             doc = c.post("/v1/scan", json={"token": rx["token"]}, headers=pharmacy).json()
             assert doc["lines"][0]["remaining"] == 9_999 - len(dispensations)
+            # the QR token text was acknowledged with the creation: the same QR after a kill
+            svg = c.get(f"/v1/prescriptions/{rx['id']}/qr.svg", headers=me)
+            assert svg.status_code == 200
+            assert svg.content == qr.svg(rx["token"]).encode()
     lost = [(rx, d) for rx, d in acknowledged if d not in kept[rx]]
     assert lost == []

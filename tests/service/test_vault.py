@@ -1,94 +1,92 @@
-"""The QR token vault: durable before acknowledged, group-committed, refuses after a failure."""
+"""QR token texts: kept by the store with the creation; an earlier version's token file is
+still read for the prescriptions created before, and never written."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 import pytest
-from ordonum import StoreFailed
-from ordonum.service.vault import TokenVault, VaultClosed
+from ordonum import IdGenerator, SigningKey, Store, issue_token
+from ordonum.service.backend import EmbeddedBackend
+from ordonum.service.ratelimit import Lockout
+from ordonum.service.vault import LEGACY_FILE, TokenVault
+
+from .conftest import nir, rpps
+
+pytestmark = pytest.mark.anyio
+
+KEY = SigningKey.generate("VT01")
 
 
-def rows_in(path: Path) -> dict[str, str]:
+def record(rx_id: str, code: str) -> dict[str, object]:
+    return {
+        "id": rx_id,
+        "prescriber_rpps": rpps(),
+        "patient": {"nir": nir(), "name": "Camille Martin", "birth_date": "1980-05-17"},
+        "lines": [{"label": "x", "dosage": "y", "quantity": 2, "substitutable": True}],
+        "prescriber_may_view_dispensations": True,
+        "access_code": code,
+    }
+
+
+def legacy_file(data: Path, rows: dict[str, str]) -> Path:
+    """A token file as the earlier versions wrote it."""
+    data.mkdir(parents=True, exist_ok=True)
+    path = data / LEGACY_FILE
     with sqlite3.connect(path) as db:
-        return dict(db.execute("SELECT id, token FROM tokens").fetchall())
+        db.execute("CREATE TABLE tokens (id TEXT PRIMARY KEY, token TEXT NOT NULL)")
+        db.executemany("INSERT INTO tokens VALUES (?, ?)", rows.items())
+    db.close()
+    return path
 
 
-def test_a_row_is_on_disk_when_put_returns(tmp_path: Path) -> None:
-    path = tmp_path / "v.sqlite3"
-    vault = TokenVault(path)
-    vault.put("A", "RX1:A")
-    assert rows_in(path) == {"A": "RX1:A"}  # another connection sees it: committed
-    assert vault.get("A") == "RX1:A"
-    assert vault.get("B") is None
+def backend(store: Store, legacy: TokenVault | None) -> EmbeddedBackend:
+    return EmbeddedBackend(store, ThreadPoolExecutor(2), Lockout(5, 60, 300), 1, legacy=legacy)
+
+
+def test_no_file_no_vault(tmp_path: Path) -> None:
+    assert TokenVault.open_if_present(tmp_path) is None
+
+
+def test_the_legacy_file_is_read_and_never_written(tmp_path: Path) -> None:
+    path = legacy_file(tmp_path, {"A": "RX1:A"})
+    vault = TokenVault.open_if_present(tmp_path)
+    assert vault is not None
+    assert (vault.get("A"), vault.get("B")) == ("RX1:A", None)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        vault._db.execute("INSERT INTO tokens VALUES ('B', 'x')")
     vault.close()
-    assert (path.stat().st_mode & 0o777) == 0o600
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT id, token FROM tokens").fetchall() == [("A", "RX1:A")]
+    db.close()
 
 
-def test_concurrent_puts_share_one_transaction(tmp_path: Path) -> None:
-    vault = TokenVault(tmp_path / "v.sqlite3")
-    commits = 0
-
-    def count(sql: str) -> None:
-        nonlocal commits
-        commits += sql == "COMMIT"
-
-    vault._db.set_trace_callback(count)
-    enqueued = threading.Semaphore(0)
-    enqueue = vault._enqueue
-
-    def counted(rx_id: str, token: str) -> None:
-        enqueue(rx_id, token)
-        enqueued.release()
-
-    vault._enqueue = counted  # type: ignore[method-assign]
-    with vault._lock:  # the writer cannot start a transaction: every put queues up
-        threads = [threading.Thread(target=vault.put, args=(f"{i}", f"t{i}")) for i in range(32)]
-        for t in threads:
-            t.start()
-        for _ in threads:
-            assert enqueued.acquire(timeout=10)
-    for t in threads:
-        t.join()
-    assert {vault.get(f"{i}") for i in range(32)} == {f"t{i}" for i in range(32)}
-    assert 1 <= commits <= 2
-    vault.close()
+async def test_the_store_keeps_the_token_it_was_created_with(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "store")
+    b = backend(store, None)
+    token = issue_token(KEY, IdGenerator(1).new())
+    await b.create(record(token.id, token.access_code), token.text, now_ms=1_750_000_000_000)
+    assert await b.token(token.id) == token.text
+    assert await b.token(IdGenerator(2).new()) is None  # unknown ID
+    await b.close()
+    reopened = Store.open(tmp_path / "store")
+    assert reopened.qr_token(token.id) == token.text
+    assert token.text.encode() not in reopened.get(token.id)  # never in a document
+    reopened.close()
+    assert not (tmp_path / LEGACY_FILE).exists()  # nothing beside the store
 
 
-@pytest.mark.anyio
-async def test_put_async_wakes_the_loop_once_the_rows_are_durable(tmp_path: Path) -> None:
-    path = tmp_path / "v.sqlite3"
-    vault = TokenVault(path)
-    await asyncio.gather(*(vault.put_async(f"{i}", f"t{i}") for i in range(200)))
-    assert len(rows_in(path)) == 200
-    vault.close()
-
-
-def test_close_writes_what_is_pending_and_refuses_later_puts(tmp_path: Path) -> None:
-    path = tmp_path / "v.sqlite3"
-    vault = TokenVault(path)
-    vault.put("A", "x")
-    vault.close()
-    with pytest.raises(VaultClosed, match=r"^the QR token vault is closed$"):
-        vault.put("B", "y")
-    assert rows_in(path) == {"A": "x"}
-
-
-def test_a_failed_write_fails_its_callers_and_every_later_put(tmp_path: Path) -> None:
-    path = tmp_path / "v.sqlite3"
-    vault = TokenVault(path)
-    with sqlite3.connect(path) as db:  # the disk says no, for one row
-        db.execute(
-            "CREATE TRIGGER boom BEFORE INSERT ON tokens WHEN NEW.id = 'boom' "
-            "BEGIN SELECT RAISE(ABORT, 'disk said no'); END"
-        )
-    with pytest.raises(VaultClosed, match="QR token vault write failed: disk said no") as exc:
-        vault.put("boom", "x")
-    assert isinstance(exc.value, StoreFailed)  # so the service answers 503
-    with pytest.raises(VaultClosed, match=r"^the QR token vault refuses writes after a failed"):
-        vault.put("fine", "y")
-    assert "fine" not in rows_in(path)
-    vault.close()
+async def test_older_prescriptions_take_their_token_from_the_legacy_file(tmp_path: Path) -> None:
+    store = Store.memory()
+    gen = IdGenerator(1)
+    old, new = issue_token(KEY, gen.new()), issue_token(KEY, gen.new())
+    store.create(orjson.dumps(record(old.id, old.access_code)))  # before: no qr_token
+    legacy_file(tmp_path, {old.id: old.text})
+    b = backend(store, TokenVault.open_if_present(tmp_path))
+    await b.create(record(new.id, new.access_code), new.text, now_ms=1_750_000_000_000)
+    assert await b.token(old.id) == old.text
+    assert await b.token(new.id) == new.text
+    await b.close()

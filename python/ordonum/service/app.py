@@ -1,9 +1,9 @@
 """The FastAPI application: ``create_app(settings)``.
 
 The lifespan opens the services (keys created on first run, the backend: the embedded store
-and its token vault, or PostgreSQL) and
-closes them on shutdown; tests may pass ``services`` already open, which the app then neither
-opens nor closes. Middleware: one pure ASGI layer (:mod:`ordonum.service.middleware`).
+or PostgreSQL) and closes them on shutdown; tests may pass ``services`` already open, which
+the app then neither opens nor closes. Middleware: one pure ASGI layer
+(:mod:`ordonum.service.middleware`).
 """
 
 from __future__ import annotations

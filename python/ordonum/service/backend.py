@@ -3,12 +3,13 @@
 :class:`Backend` lists what the routes need, all ``async``; two implementations:
 
 * :class:`EmbeddedBackend` (the default): the Rust :class:`ordonum.Store` in the data
-  directory plus the QR token vault beside it, one process. Everything runs on the event
-  loop: reads and scans directly (microseconds, the GIL released inside); creations and
-  dispensations are checked and queued there and await their journal LSN through
-  :class:`~ordonum.service.durable.DurableWaiter` (one wake-up per group commit, no thread
-  per write). The sized thread pool is left for the rare writes: cancel, consent, and a
-  dispensation whose prescription has another write in flight, and reads of QR token texts.
+  directory, one process; the QR token text is part of the store's creation record.
+  Everything runs on the event loop: reads and scans directly (microseconds, the GIL
+  released inside); creations and dispensations are checked and queued there and await
+  their journal LSN through :class:`~ordonum.service.durable.DurableWaiter` (one wake-up per
+  group commit, no thread per write). The sized thread pool is left for the rare writes:
+  cancel, consent, a dispensation whose prescription has another write in flight, and reads
+  of an earlier version's token file (:mod:`ordonum.service.vault`).
 * :class:`ordonum.service.pg.PostgresBackend` (``--store postgresql://...``): PostgreSQL
   as the system of record, shared by any number of service processes.
 
@@ -29,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from ordonum import Store
+from ordonum import NotFound, Store
 from ordonum.service.durable import DurableWaiter
 from ordonum.service.ratelimit import Lockout
 from ordonum.service.vault import TokenVault
@@ -122,20 +123,22 @@ class Backend(Protocol):
 
 
 class EmbeddedBackend:
-    """The Rust store + the SQLite token vault, in this process (see the module doc)."""
+    """The Rust store, in this process (see the module doc). ``legacy``: the token file of
+    an earlier version's data directory, read for prescriptions created before the store
+    kept their QR token text."""
 
     kind = "embedded"
 
     def __init__(
         self,
         store: Store,
-        vault: TokenVault,
         executor: ThreadPoolExecutor,
         lockout: Lockout,
         node: int,
+        legacy: TokenVault | None = None,
     ) -> None:
         self.store = store
-        self.vault = vault
+        self.legacy = legacy
         self.executor = executor
         self.lockout = lockout
         self.node = node
@@ -157,10 +160,11 @@ class EmbeddedBackend:
         return waiter
 
     async def create(self, record: dict[str, Any], token: str, *, now_ms: int) -> bytes:
-        # The token text durable first (the vault group-commits), then the store's create:
+        # The token text goes into the store's record (one journal record, one fsync):
         # checked and queued here, awaited through the journal's wake-ups (no worker thread).
-        await self.vault.put_async(record["id"], token)
-        rx_id, lsn = self.store.create_submit(orjson.dumps(record), now_ms=now_ms)
+        rx_id, lsn = self.store.create_submit(
+            orjson.dumps({**record, "qr_token": token}), now_ms=now_ms
+        )
         await self._durable().wait(lsn)
         return self.store.get(rx_id, now_ms=now_ms)
 
@@ -226,7 +230,13 @@ class EmbeddedBackend:
         return self.store.access_log(rx_id)
 
     async def token(self, rx_id: str) -> str | None:
-        return await self._blocking(self.vault.get, rx_id)
+        try:
+            text = self.store.qr_token(rx_id)
+        except NotFound:
+            return None
+        if text is None and self.legacy is not None:
+            return await self._blocking(self.legacy.get, rx_id)
+        return text
 
     async def count(self) -> int:
         return len(self.store)
@@ -245,7 +255,8 @@ class EmbeddedBackend:
 
     async def close(self) -> None:
         self.executor.shutdown(wait=True)
-        self.vault.close()
+        if self.legacy is not None:
+            self.legacy.close()
         self.store.close()
         if self._waiter is not None:  # everything is durable now: settles what is left
             self._waiter.close()

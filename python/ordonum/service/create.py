@@ -1,9 +1,8 @@
 """Creating a prescription: shared by ``POST /v1/prescriptions`` and ``ordonum issue``.
 
-Order: new ID → token (fresh access code) → acknowledgement signed → the backend keeps the
-token text and creates the prescription (embedded: vault fsync, then the store's fsync;
-PostgreSQL: one transaction) → only then the answer goes out. A crash in between leaves at
-worst an unused vault row.
+Order: new ID → token (fresh access code) → acknowledgement signed → the backend creates the
+prescription with its token text, durably (embedded: one journal record, one fsync;
+PostgreSQL: one transaction) → only then the answer goes out.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import orjson
 from ordonum import IdGenerator, SigningKey, Store, issue_token
 from ordonum.service.ack import acknowledge
 from ordonum.service.models import CreateIn
-from ordonum.service.vault import TokenVault
 
 __all__ = ["create_prescription", "new_prescription", "store_record"]
 
@@ -81,7 +79,6 @@ def new_prescription(
 
 def create_prescription(
     store: Store,
-    vault: TokenVault,
     key: SigningKey,
     ids: IdGenerator,
     prescriber_rpps: str,
@@ -90,9 +87,8 @@ def create_prescription(
     now_ms: int | None = None,
 ) -> dict[str, Any]:
     """Create durably in an embedded store (``ordonum issue`` without ``--url``); return the
-    API's 201 body. Blocks on two fsyncs."""
+    API's 201 body. Blocks on one fsync."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     record, token, answer = new_prescription(key, ids, prescriber_rpps, body, now)
-    vault.put(record["id"], token)
-    store.create(orjson.dumps(record), now_ms=now)
+    store.create(orjson.dumps({**record, "qr_token": token}), now_ms=now)
     return answer

@@ -10,7 +10,7 @@ drawn once (a pool of patients and a pool of prescription lines; per record, two
 call and one journal group commit per batch, GIL released) by a worker thread while this
 thread builds the next batch; the store opened with ``sync="delay"`` (bulk data: a crash
 loses at most the last few ms, then a checkpoint makes everything durable before the
-command returns); the QR tokens kept in the vault in one transaction per batch.
+command returns); each record carries its QR token text (``qr_token``).
 
 With ``ORDONUM_STORE=postgresql://...`` (or ``ordonum demo --store URL``) the batches go to
 PostgreSQL instead, with ``COPY`` (one transaction per batch, after the same validation as
@@ -35,7 +35,6 @@ import orjson
 from ordonum import IdGenerator, Store, Token, issue_tokens
 from ordonum.service.keys import ensure_keys, load_qr_keys
 from ordonum.service.settings import Settings
-from ordonum.service.vault import TokenVault
 
 __all__ = ["load_demo", "synthetic_nir", "synthetic_rpps"]
 
@@ -187,8 +186,8 @@ def load_demo(
     start = time.perf_counter()
     done = 0
     # Three-stage pipeline: a signer signs batch k+1 (issue_tokens, GIL released) while
-    # this thread builds batch k (Python) and a writer writes batch k-1 (create_many, the
-    # vault's sqlite and the file writes release the GIL).
+    # this thread builds batch k (Python) and a writer writes batch k-1 (create_many and the
+    # file writes release the GIL).
     signer = ThreadPoolExecutor(1, thread_name_prefix="ordonum-demo-sign")
     writer = ThreadPoolExecutor(1, thread_name_prefix="ordonum-demo-write")
     pending: Future[None] | None = None
@@ -280,22 +279,20 @@ class _EmbeddedSink(_Sink):
     def __init__(self, settings: Settings) -> None:
         settings.store_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(settings.store_dir, sync="delay")
-        try:
-            self.vault = TokenVault(settings.data_dir / "qr-tokens.sqlite3")
-        except BaseException:
-            self.store.close()
-            raise
         self.node = settings.node
 
     def write(self, records: list[str], now_ms: int, pairs: list[tuple[str, str]]) -> None:
-        self.store.create_many(records, now_ms=now_ms)
-        self.vault.put_many(pairs)
+        # each record with its QR token text (records are JSON objects: '}' ends them)
+        with_tokens = [
+            f'{record[:-1]},"qr_token":{orjson.dumps(token).decode()}}}'
+            for record, (_, token) in zip(records, pairs, strict=True)
+        ]
+        self.store.create_many(with_tokens, now_ms=now_ms)
 
     def finish(self) -> None:
         self.store.checkpoint()
 
     def close(self) -> None:
-        self.vault.close()
         self.store.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from ordonum import IdGenerator, Store, issue_token
 from ordonum.service.auth import JwksKeys, TokenVerifier
@@ -40,16 +39,16 @@ async def open_backend(settings: Settings) -> Backend:
     settings.store_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open(settings.store_dir, sync=settings.sync)
     try:
-        vault = TokenVault(Path(settings.data_dir) / "qr-tokens.sqlite3")
+        legacy = TokenVault.open_if_present(settings.data_dir)
     except BaseException:
         store.close()
         raise
     return EmbeddedBackend(
         store,
-        vault,
         ThreadPoolExecutor(settings.write_threads, thread_name_prefix="ordonum-w"),
         Lockout(settings.lockout_failures, settings.lockout_window, settings.lockout_seconds),
         node=settings.node,
+        legacy=legacy,
     )
 
 

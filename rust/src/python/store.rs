@@ -277,6 +277,11 @@ impl PyStore {
         (rpps, nir, consent).into_pyobject(py)
     }
 
+    fn qr_token(&self, py: Python<'_>, rx_id: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        let id = id_arg(rx_id)?;
+        Ok(py.detach(|| self.0.qr_token(&id))?)
+    }
+
     fn dispensations<'py>(
         &self,
         py: Python<'py>,

@@ -713,6 +713,11 @@ impl Store {
             .ok_or_else(|| not_found(id))
     }
 
+    /// The QR token text kept with the prescription (`qr_token` at creation), if any.
+    pub fn qr_token(&self, id: &RxId) -> Result<Option<String>, StoreError> {
+        self.index.with(id, |s| s.view().qr_token().map(str::to_owned)).ok_or_else(|| not_found(id))
+    }
+
     pub fn dispensations(&self, id: &RxId) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::with_capacity(256);
         self.index.with(id, |s| json::dispensations(&mut out, s)).ok_or_else(|| not_found(id))?;

@@ -20,7 +20,12 @@
 //!  then    line count u8, and per line: label (varint length + UTF-8), cip13 (u8 0/1 +
 //!          13 ASCII digits), dosage (varint length + UTF-8), quantity varint,
 //!          renewals u8, substitutable u8
+//!  then    optionally, the QR token text: varint length + printable ASCII (absent: none)
 //! ```
+//! The QR token text (`qr_token` in the creation record) is kept so that the very same QR
+//! can be printed again (a prescriber reprinting, a patient who lost the paper): it carries
+//! the access code, so a store that keeps it is as sensitive as the printed papers. Checks
+//! of a typed access code still compare digests (offset 27).
 //! Identifiers are checked here for length and character set only; their check keys
 //! (NIR key, Luhn for RPPS and FINESS, EAN-13 for CIP13) are the service's job
 //! (`ordonum.checks`), so the store does not depend on that module.
@@ -54,6 +59,7 @@ pub const MAX_RENEWALS: u32 = 11;
 pub const MAX_TEXT: usize = 200;
 pub const MAX_DOSAGE: usize = 500;
 pub const MAX_KEY: usize = 128;
+pub const MAX_QR_TOKEN: usize = 512;
 /// Largest time accepted anywhere: 9999-12-31T23:59:59.999Z.
 pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
 const MONTH_MS_DEFAULT: u32 = 3;
@@ -233,6 +239,15 @@ impl<'a> Content<'a> {
     }
     /// The lines, or an error if the bytes are not a well-formed content.
     pub fn lines(&self) -> Result<Vec<LineView<'a>>, CodecError> {
+        self.lines_and_token().map(|(lines, _)| lines)
+    }
+
+    /// The QR token text kept with the prescription, if any (`None` too if malformed).
+    pub fn qr_token(&self) -> Option<&'a str> {
+        self.lines_and_token().ok().and_then(|(_, token)| token)
+    }
+
+    fn lines_and_token(&self) -> Result<(Vec<LineView<'a>>, Option<&'a str>), CodecError> {
         let mut d = Dec::at(self.0, OFF_NAME);
         d.str()?;
         let n = d.u8()? as usize;
@@ -253,10 +268,19 @@ impl<'a> Content<'a> {
             let substitutable = d.bool()?;
             out.push(LineView { label, cip13, dosage, quantity, renewals, substitutable });
         }
+        let token = if d.done() {
+            None
+        } else {
+            let t = d.str()?;
+            if !is_qr_token(t) {
+                return Err(CodecError("bad QR token text"));
+            }
+            Some(t)
+        };
         if !d.done() {
             return Err(CodecError("trailing bytes after the lines"));
         }
-        Ok(out)
+        Ok((out, token))
     }
     pub fn line_count(&self) -> usize {
         let mut d = Dec::at(self.0, OFF_NAME);
@@ -564,6 +588,8 @@ struct RecordIn {
     lines: Vec<LineIn>,
     prescriber_may_view_dispensations: bool,
     access_code: String,
+    #[serde(default)]
+    qr_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -779,7 +805,26 @@ pub fn build_content(json: &[u8], now: u64) -> Result<Box<[u8]>, StoreError> {
         out.push(l.renewals as u8);
         out.push(u8::from(l.substitutable));
     }
+    if let Some(token) = &r.qr_token {
+        qr_token(token)?;
+        put_bytes(&mut out, token.as_bytes());
+    }
     Ok(out.into_boxed_slice())
+}
+
+/// 1 to [`MAX_QR_TOKEN`] printable ASCII characters (what a QR token text is made of).
+fn is_qr_token(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_QR_TOKEN && s.bytes().all(|c| (b' '..=b'~').contains(&c))
+}
+
+fn qr_token(s: &str) -> Result<(), StoreError> {
+    if !is_qr_token(s) {
+        return Err(invalid(
+            "qr_token",
+            format!("expected 1 to {MAX_QR_TOKEN} printable ASCII characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// A parsed dispensation request, validated on its own (not yet against a prescription).

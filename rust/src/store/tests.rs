@@ -160,6 +160,59 @@ fn durable_state_survives_reopen_and_checkpoint() {
     assert_eq!(json(&s.access_log(&all[3]).unwrap())["access_log"][0]["actor"], "pharmacy:1");
 }
 
+/// A creation record with its QR token text (`qr_token`).
+fn record_with_token(id: &RxId, token: &str) -> Vec<u8> {
+    let plain = String::from_utf8(record(id, "180027512345678", &[(2, 0)])).unwrap();
+    let with = plain.trim_end_matches('}').to_owned()
+        + &format!(r#","qr_token":{}}}"#, serde_json::json!(token));
+    with.into_bytes()
+}
+
+#[test]
+fn the_qr_token_text_is_kept_across_journal_and_snapshot_and_never_in_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = ids(4);
+    let token = |i: usize| format!("RX1:/{i}ABC $%*+-./: {}", "Z".repeat(140));
+    {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        s.create(&record_with_token(&all[0], &token(0)), Some(T0)).unwrap();
+        s.checkpoint().unwrap(); // all[0] now lives in the snapshot, the others in the journal
+        s.create(&record_with_token(&all[1], &token(1)), Some(T0)).unwrap();
+        let (_, lsn) = s.create_submit(&record_with_token(&all[2], &token(2)), Some(T0)).unwrap();
+        s.wait(lsn).unwrap();
+        s.create(&record(&all[3], "180027512345678", &[(1, 0)]), Some(T0)).unwrap();
+        for (i, id) in all.iter().enumerate().take(3) {
+            assert_eq!(s.qr_token(id).unwrap().as_deref(), Some(token(i).as_str()));
+        }
+    }
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    for (i, id) in all.iter().enumerate().take(3) {
+        assert_eq!(s.qr_token(id).unwrap().as_deref(), Some(token(i).as_str()));
+        let doc = String::from_utf8(s.get(id, Some(T0)).unwrap()).unwrap();
+        assert!(!doc.contains("RX1:") && !doc.contains("qr_token"), "{doc}");
+        let scanned = String::from_utf8(s.scan(id, CODE, "pharmacy:1", Some(T0)).unwrap());
+        assert!(!scanned.unwrap().contains("RX1:"));
+    }
+    assert_eq!(s.qr_token(&all[3]).unwrap(), None);
+    assert!(matches!(s.qr_token(&ids(5)[4]), Err(StoreError::NotFound(_))));
+}
+
+#[test]
+fn a_qr_token_text_must_be_printable_ascii_of_bounded_length() {
+    let s = Store::memory();
+    let id = ids(1)[0];
+    for bad in ["", "tab\there", "é", &"A".repeat(513)] {
+        let err = s.create(&record_with_token(&id, bad), Some(T0)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "qr_token: expected 1 to 512 printable ASCII characters",
+            "{bad:?}"
+        );
+    }
+    s.create(&record_with_token(&id, &"A".repeat(512)), Some(T0)).unwrap();
+    assert_eq!(s.qr_token(&id).unwrap().map(|t| t.len()), Some(512));
+}
+
 #[test]
 fn a_scan_is_logged_at_once_and_waits_for_no_write_or_fsync() {
     let dir = tempfile::tempdir().unwrap();

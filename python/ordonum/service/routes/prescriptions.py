@@ -67,7 +67,7 @@ FAST = [
 
 async def _token(svc: Services, rx_id: str) -> str:
     token = await svc.backend.token(rx_id)
-    if token is None:  # created outside this service's vault (e.g. restored store only)
+    if token is None:  # a record made without its token text (e.g. straight with Store.create)
         raise ProblemError(404, "No QR code is kept for this prescription.")
     return token
 
