@@ -25,15 +25,15 @@ Each prescription is held by one pharmacist at a time (the pool is split between
 processes and a visit takes its prescription out of it), so every 409 is one the scenario
 asked for and every other answer can be checked exactly (remaining quantities included).
 
-Cost: one locust core must offer the national burst peak, so the client side is kept cheap
-(it was ~650 µs of locust CPU per request, ~80 % of it in locust's HTTP stack, not here).
-Requests go through the FastHttpUser's own geventhttpclient connection pool
-(``HTTPClient.request``: same sockets, keep-alive and timeouts) instead of its
-``requests``-like session layer (URL parsing, a cookie jar this bearer-token API never uses,
-header dict copies, the catch_response wrapper), bodies are encoded and answers decoded with
-orjson, and each identity's headers are built once. Every request is still reported to
-locust's statistics (CSV, HTML) and to the recorder through ``events.request``, success or
-failure decided after the same checks as before.
+Cost: one locust core must offer the national burst peak, so the client side is kept cheap.
+It was ~650 µs of locust CPU per request, ~80 % of it in locust's HTTP stack
+(FastHttpSession, geventhttpclient), not in the scenario. The personas are FastHttpUser
+(locust's users, pacing, host, timeouts, statistics) whose requests go through
+loadkit.KeepAliveClient, a minimal HTTP/1.1 keep-alive client (one connection per user,
+each request one pre-framed write); bodies are encoded and answers decoded with orjson and
+each identity's headers are encoded once. Every request is still reported to locust's
+statistics (CSV, HTML) and to the recorder through ``events.request``, success or failure
+decided by the same checks.
 """
 
 from __future__ import annotations
@@ -47,9 +47,8 @@ from typing import Any
 
 import loadkit
 import orjson
-from geventhttpclient.url import URL
 from locust import LoadTestShape, events, task
-from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastHttpUser
+from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import CatchResponseError
 from locust.runners import MasterRunner, WorkerRunner
 from locust.user.wait_time import constant_throughput
@@ -59,15 +58,15 @@ if "ORDONUM_LOAD_PLAN" not in os.environ:
 PLAN = loadkit.Plan.load(Path(os.environ["ORDONUM_LOAD_PLAN"]))
 RECORDER = loadkit.Recorder()
 
-Headers = dict[str, str]
+Headers = bytes  # pre-encoded header lines
 
 
 def headers_for(bearer: str, body: bool = True) -> Headers:
     """An identity's request headers, built once (a request that sends a body says it is JSON)."""
-    h = {"Authorization": f"Bearer {bearer}"}
+    h = f"Authorization: Bearer {bearer}\r\n"
     if body:
-        h["Content-Type"] = "application/json"
-    return h
+        h += "Content-Type: application/json\r\n"
+    return h.encode()
 
 
 def new_key() -> str:
@@ -166,10 +165,14 @@ class Persona(FastHttpUser):
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
-        # The HTTP client of this user's own FastHttpSession (its connection pool, keep-alive,
-        # network and connection timeouts), used without the session's requests-like layer.
-        self.http = self.client.client.clientpool.get_client(URL(self.host))
+        assert self.host is not None
+        self.http = loadkit.KeepAliveClient(
+            self.host, self.connection_timeout, self.network_timeout
+        )
         self.fire = environment.events.request.fire
+
+    def on_stop(self) -> None:
+        self.http.close()
 
     def call(
         self,
@@ -190,15 +193,14 @@ class Persona(FastHttpUser):
         """
         start = time.time()
         t0 = time.perf_counter()
-        resp: Any = None
+        resp: loadkit.Answer | None = None
         content = b""
-        error: BaseException | None = None
+        error: loadkit.HttpError | None = None
         try:
-            resp = self.http.request(method, path, body=body, headers=headers)
-            content = resp.read()
-            resp.release()
-        except FAILURE_EXCEPTIONS as e:
-            error, resp = e, None
+            resp = self.http.request(method, path, headers, body)
+            content = resp.content
+        except loadkit.HttpError as e:
+            error = e
         ms = (time.perf_counter() - t0) * 1000
         answer: Any = None
         problem: str | None = None
@@ -416,7 +418,7 @@ class PharmacistUser(Persona):
             "POST",
             f"/v1/prescriptions/{entry['id']}/dispensations",
             name,
-            {**who, "Idempotency-Key": key or new_key()},
+            b"%sIdempotency-Key: %s\r\n" % (who, (key or new_key()).encode()),
             orjson.dumps(body),
             expect=(409,) if expect_409 else (200, 201) if retry else (201,),
             check=None if expect_409 else check,
