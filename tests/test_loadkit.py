@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 import random
+import socket
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -132,6 +135,172 @@ def test_plan_offers_the_sizing_mix_plus_the_patients(tmp_path: Path) -> None:
     assert plan.duration_s == 150
     plan.save(tmp_path / "plan.json")
     assert loadkit.Plan.load(tmp_path / "plan.json") == plan
+
+
+# --- the personas' HTTP client, against a scripted server --------------------------------------
+
+Reply = Callable[[bytes, bytes], tuple[bytes, bool]]  # (head, body) -> (raw answer, then close)
+
+
+class Scripted:
+    """A one-connection-at-a-time HTTP server that answers with raw bytes from ``reply``."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.seen: list[tuple[bytes, bytes]] = []  # (request head, body) as received
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                buf = b""
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        more = conn.recv(65536)
+                        if not more:
+                            break
+                        buf += more
+                    if b"\r\n\r\n" not in buf:
+                        break
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.lower() == b"content-length":
+                            length = int(value)
+                    while len(buf) < length:
+                        buf += conn.recv(65536)
+                    body, buf = buf[:length], buf[length:]
+                    self.seen.append((head, body))
+                    raw, close = self.reply(head, body)
+                    conn.sendall(raw)
+                    if close:
+                        break
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[Reply], Scripted]]:
+    servers: list[Scripted] = []
+
+    def make(reply: Reply) -> Scripted:
+        servers.append(Scripted(reply))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.listener.close()
+
+
+def _json(status: int, body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s" % (
+        status,
+        len(body),
+        extra,
+        body,
+    )
+
+
+def test_the_client_keeps_one_connection_and_frames_requests_exactly(
+    scripted: Callable[[Reply], Scripted],
+) -> None:
+    srv = scripted(lambda head, body: (_json(201, b'{"echo":' + (body or b"null") + b"}"), False))
+    client = loadkit.KeepAliveClient(srv.url)
+    big = b'"' + b"x" * 200_000 + b'"'  # an answer bigger than one read
+    answers = [
+        client.request("POST", "/v1/scan", b"Authorization: Bearer t\r\n", b'{"a":1}'),
+        client.request("GET", "/v1/me/prescriptions", b"Authorization: Bearer u\r\n"),
+        client.request("POST", "/x", b"Idempotency-Key: k1\r\n", big),
+    ]
+    assert [a.status_code for a in answers] == [201, 201, 201]
+    assert answers[0].content == b'{"echo":{"a":1}}'
+    assert answers[1].content == b'{"echo":null}'
+    assert answers[2].content == b'{"echo":' + big + b"}"
+    client.close()
+    assert client.connections == 1
+    assert srv.connections == 1
+    head, body = srv.seen[0]
+    assert head.split(b"\r\n") == [
+        b"POST /v1/scan HTTP/1.1",
+        b"Host: " + srv.url.removeprefix("http://").encode(),
+        b"User-Agent: ordonum-load",
+        b"Authorization: Bearer t",
+        b"Content-Length: 7",
+    ]
+    assert body == b'{"a":1}'
+    assert b"Content-Length" not in srv.seen[1][0]  # a GET sends no body
+    assert srv.seen[2][1] == big
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_once(
+    scripted: Callable[[Reply], Scripted],
+) -> None:
+    # the server answers, then closes (as after its idle timeout) without saying so
+    srv = scripted(lambda head, body: (_json(200, b"{}"), True))
+    client = loadkit.KeepAliveClient(srv.url)
+    for _ in range(3):
+        assert client.request("POST", "/p", b"", b"{}").status_code == 200
+    client.close()
+    assert len(srv.seen) == 3  # each request reached the server exactly once
+    assert client.connections == srv.connections == 3
+
+
+def test_connection_close_is_honoured(scripted: Callable[[Reply], Scripted]) -> None:
+    srv = scripted(lambda head, body: (_json(200, b"{}", b"connection: close\r\n"), True))
+    client = loadkit.KeepAliveClient(srv.url)
+    client.request("GET", "/a")
+    client.request("GET", "/b")
+    assert client.connections == 2  # closed after each answer, as asked
+    assert len(srv.seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            "a chunked answer: only Content-Length is read",
+        ),
+        (b"HTTP/1.1 200 OK\r\n\r\n{}", "HTTP 200 answer without Content-Length"),
+        (b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", "not an HTTP/1.1 answer"),
+        (_json(200, b"{}") + b"junk", "4 bytes after the answer"),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{}", "in the middle of the answer"),
+    ],
+)
+def test_a_malformed_answer_is_an_error_and_drops_the_connection(
+    scripted: Callable[[Reply], Scripted], raw: bytes, message: str
+) -> None:
+    srv = scripted(lambda head, body: (raw, True))
+    client = loadkit.KeepAliveClient(srv.url)
+    with pytest.raises(loadkit.HttpError, match=message):
+        client.request("GET", "/")
+    assert len(srv.seen) == 1  # never sent twice: the connection was fresh
+
+
+def test_a_silent_server_times_out_and_a_closed_port_fails() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as quiet:  # accepts (backlog), never answers
+        client = loadkit.KeepAliveClient(f"http://127.0.0.1:{quiet.getsockname()[1]}", timeout=0.2)
+        t = time.monotonic()
+        with pytest.raises(loadkit.HttpError, match="timed out"):
+            client.request("GET", "/")
+        assert 0.15 < time.monotonic() - t < 5
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(loadkit.HttpError, match="ConnectionRefused"):
+        loadkit.KeepAliveClient(f"http://127.0.0.1:{port}").request("GET", "/")
+
+
+def test_the_client_wants_an_http_url() -> None:
+    with pytest.raises(ValueError, match="needs an http:// URL with a host, got 'https://x'"):
+        loadkit.KeepAliveClient("https://x")
 
 
 # --- recorder and percentiles -------------------------------------------------------------------
