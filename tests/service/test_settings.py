@@ -7,7 +7,7 @@ import gc
 from pathlib import Path
 
 import pytest
-from ordonum.service.app import create_app
+from ordonum.service.app import GC_YOUNG, create_app
 from ordonum.service.settings import Settings
 
 
@@ -76,19 +76,23 @@ def test_fastapi_native_telemetry_follows_the_switch(otel: bool) -> None:
 @pytest.mark.anyio
 async def test_startup_freezes_what_lives_as_long_as_the_process(tmp_path: Path) -> None:
     """The objects made at start-up leave the cyclic GC's generations (gc.freeze), so a full
-    collection under load does not walk them."""
+    collection under load does not walk them; the youngest generation is collected less
+    often (GC_YOUNG allocations)."""
     app = create_app(Settings(data_dir=tmp_path / "data", access_log=False))
     inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
     outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
     gc.unfreeze()
+    threshold = gc.get_threshold()
     try:
         running = asyncio.create_task(app(scope, inbox.get, outbox.put))
         await inbox.put({"type": "lifespan.startup"})
         assert (await outbox.get())["type"] == "lifespan.startup.complete"
         assert gc.get_freeze_count() > 10_000
+        assert gc.get_threshold() == (GC_YOUNG, *threshold[1:])
         await inbox.put({"type": "lifespan.shutdown"})
         assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
         await running
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
