@@ -439,6 +439,33 @@ def analyse(
     return out
 
 
+def server_side_ms(log: Path, lo: float, hi: float) -> dict[str, list[float]]:
+    """Per route template, the service's own time for each request that ended in
+    ``[lo, hi)`` (Unix s): its access log's ``ms``, from the request entering the app to its
+    last byte handed to the socket. What locust measures on top is the wait before the app
+    (socket, event loop), the network and the client itself."""
+    out: dict[str, list[float]] = defaultdict(list)
+    if not log.exists():
+        return out
+    with log.open("rb") as f:
+        for line in f:
+            if b'"msg":"request"' not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if lo <= entry.get("ts", 0.0) < hi:
+                out[entry["route"]].append(float(entry["ms"]))
+    for times in out.values():
+        times.sort()
+    return out
+
+
+def quantile(sorted_ms: Sequence[float], q: float) -> float:
+    return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))] if sorted_ms else math.nan
+
+
 def server_cpu(r: StageResult) -> float:
     """Cores used by the system under test: the service's processes and PostgreSQL's."""
     return r.cpu.get("server", math.nan) + r.cpu.get("postgres", 0.0)
@@ -504,6 +531,7 @@ def summary_md(
     meta: dict[str, Any],
     wrk: Sequence[WrkResult],
     verdict: tuple[bool, str],
+    server_side: dict[str, list[float]] | None = None,
 ) -> str:
     k = knee(results)
     lines = [
@@ -582,6 +610,21 @@ def summary_md(
         lines += ["", "| sizing flow | target req/s | achieved req/s |", "|---|---:|---:|"]
         for f, target in r.stage.target_rps.items():
             lines.append(f"| {f} | {target:,.0f} | {r.achieved.get(f, 0.0):,.0f} |")
+    if server_side:
+        lines += [
+            "",
+            f"Inside the service at {X}{results[0].stage.multiple:g} (its access log: from the "
+            "request entering the app to its last byte handed to the socket; locust's "
+            "latency adds the wait before the app, the network and the client):",
+            "",
+            "| route | requests | p50 ms | p95 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for route, times in sorted(server_side.items(), key=lambda kv: -len(kv[1])):
+            lines.append(
+                f"| `{route}` | {len(times):,} | {fmt_ms(quantile(times, 0.5))} | "
+                f"{fmt_ms(quantile(times, 0.95))} | {fmt_ms(quantile(times, 0.99))} |"
+            )
     if wrk:
         lines += [
             "",
@@ -732,10 +775,15 @@ def report(
     t0 = json.loads((Path(plan.out) / "shape.json").read_text())["t0"]
     results = analyse(rows, plan, t0, cpu, meta["locust_cores"])
     ok, why = gate(results)
-    (results_dir / "load-summary.md").write_text(summary_md(results, meta, wrk, (ok, why)))
-    (results_dir / "load-summary.json").write_text(
-        json.dumps(summary_json(results, meta, ok), indent=2, default=str)
-    )
+    lo, hi = plan.stages[0].window(plan.settle_s)
+    inside = server_side_ms(run / "server.log", t0 + lo, t0 + hi)
+    (results_dir / "load-summary.md").write_text(summary_md(results, meta, wrk, (ok, why), inside))
+    summary = summary_json(results, meta, ok)
+    summary["server_side_first_step_ms"] = {
+        route: {"requests": len(t), **{f"p{q}": quantile(t, q / 100) for q in (50, 95, 99)}}
+        for route, t in inside.items()
+    }
+    (results_dir / "load-summary.json").write_text(json.dumps(summary, indent=2, default=str))
     plot(rows, plan, t0, cpu, results_dir)
     return ok
 

@@ -92,6 +92,12 @@ def test_every_persona_gets_through_a_short_run_without_unexpected_failures(
     (step,) = summary["steps"]
     assert step["failures"] == 0
     assert step["requests"] > 0.8 * step["target_rps"]["total"] * 13  # the rate was offered
+    inside = summary["server_side_first_step_ms"]  # the service's own access log, same window
+    assert {"/v1/scan", "/v1/prescriptions", "/v1/prescriptions/{id}/dispensations"} <= set(inside)
+    assert all(0 < r["p50"] <= r["p99"] for r in inside.values())
+    seen = sum(r["requests"] for r in inside.values())
+    assert 0.8 * step["requests"] <= seen <= 1.2 * step["requests"], (seen, step["requests"])
+    assert "Inside the service at" in (results / "load-summary.md").read_text()
     assert (results / "load-throughput.png").stat().st_size > 10_000
     assert (results / "load-latency.png").stat().st_size > 10_000
     assert (results / "locust_stats.csv").exists()
