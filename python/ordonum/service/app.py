@@ -111,10 +111,11 @@ class _App(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         full = super().build_middleware_stack()
-        if not self.hot:
+        hot: list[Route] = getattr(self, "hot", [])
+        if not hot:
             return full
         return HotDispatch(
-            full, self.hot, list(self.user_middleware), dict(self.exception_handlers), self.debug
+            full, hot, list(self.user_middleware), dict(self.exception_handlers), self.debug
         )
 
 
