@@ -299,20 +299,6 @@ class _EmbeddedSink(_Sink):
 class _PgSink(_Sink):
     """COPY into PostgreSQL from an event loop owned by the writer thread."""
 
-    COLUMNS = (
-        "id",
-        "created_at_ms",
-        "valid_until_ms",
-        "code_digest",
-        "prescriber_rpps",
-        "patient_nir",
-        "patient_name",
-        "birth_date",
-        "lines",
-        "remaining",
-        "consent",
-    )
-
     def __init__(self, url: str) -> None:
         import asyncio
 
@@ -332,29 +318,12 @@ class _PgSink(_Sink):
     def write(self, records: list[str], now_ms: int, pairs: list[tuple[str, str]]) -> None:
         from ordonum.service import pgmodel
 
-        rows = []
-        for record in records:
-            rx = pgmodel.parse_record(orjson.loads(record), now_ms)
-            rows.append(
-                (
-                    rx.id,
-                    rx.created_at_ms,
-                    rx.valid_until_ms,
-                    rx.code_digest,
-                    rx.prescriber_rpps,
-                    rx.patient_nir,
-                    rx.patient_name,
-                    rx.birth_date,
-                    orjson.dumps([line.as_dict() for line in rx.lines]).decode(),
-                    [line.allowance for line in rx.lines],
-                    rx.consent,
-                )
-            )
+        rows = [pgmodel.parse_record(orjson.loads(record), now_ms).row() for record in records]
 
         async def copy() -> None:
             async with self.conn.transaction():
                 await self.conn.copy_records_to_table(
-                    "prescriptions", records=rows, columns=self.COLUMNS
+                    "prescriptions", records=rows, columns=pgmodel.Prescription.COLUMNS
                 )
                 await self.conn.copy_records_to_table(
                     "qr_tokens", records=pairs, columns=("rx_id", "token")

@@ -174,8 +174,7 @@ SQL_RECORD_DISPENSATION = (
 )
 SQL_CREATE = (
     "WITH t AS (INSERT INTO qr_tokens (rx_id, token) VALUES ($1, $13) ON CONFLICT DO NOTHING)"
-    " INSERT INTO prescriptions (id, created_at_ms, valid_until_ms, code_digest,"
-    " prescriber_rpps, patient_nir, patient_name, birth_date, lines, remaining, consent)"
+    f" INSERT INTO prescriptions ({', '.join(pgmodel.Prescription.COLUMNS)})"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     " ON CONFLICT DO NOTHING RETURNING $12::int"
 )
@@ -287,41 +286,14 @@ class PostgresBackend:
     @_failed
     async def create(self, record: dict[str, Any], token: str, *, now_ms: int) -> bytes:
         rx = pgmodel.parse_record(record, now_ms)
-        lines = [line.as_dict() for line in rx.lines]
-        remaining = [line.allowance for line in rx.lines]
+        values = rx.row()
         async with self.pool.acquire() as conn, conn.transaction():
-            ok = await conn.fetchval(
-                SQL_CREATE,
-                rx.id,
-                rx.created_at_ms,
-                rx.valid_until_ms,
-                rx.code_digest,
-                rx.prescriber_rpps,
-                rx.patient_nir,
-                rx.patient_name,
-                rx.birth_date,
-                orjson.dumps(lines).decode(),
-                remaining,
-                rx.consent,
-                1,
-                token,
-            )
+            ok = await conn.fetchval(SQL_CREATE, *values, 1, token)
             if ok is None:
                 raise Conflict(f"prescription {rx.id} already exists")
         # The document from what was just inserted: no second round trip.
-        row = {
-            "created_at_ms": rx.created_at_ms,
-            "valid_until_ms": rx.valid_until_ms,
-            "prescriber_rpps": rx.prescriber_rpps,
-            "patient_nir": rx.patient_nir,
-            "patient_name": rx.patient_name,
-            "birth_date": rx.birth_date,
-            "lines": orjson.dumps(lines),
-            "remaining": remaining,
-            "dispensation_count": 0,
-            "cancelled_at_ms": None,
-            "consent": rx.consent,
-        }
+        row = dict(zip(pgmodel.Prescription.COLUMNS, values, strict=True))
+        row |= {"dispensation_count": 0, "cancelled_at_ms": None}
         return pgmodel.document(rx.id, row, [], now_ms)
 
     @_failed

@@ -18,7 +18,7 @@ import calendar
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -196,6 +196,37 @@ class Prescription:
     birth_date: str
     lines: tuple[Line, ...]
     consent: bool
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "id",
+        "created_at_ms",
+        "valid_until_ms",
+        "code_digest",
+        "prescriber_rpps",
+        "patient_nir",
+        "patient_name",
+        "birth_date",
+        "lines",
+        "remaining",
+        "consent",
+    )
+    """The ``prescriptions`` columns a new prescription fills, in :meth:`row`'s order."""
+
+    def row(self) -> tuple[Any, ...]:
+        """Its values for :attr:`COLUMNS` (lines as JSON text, remaining = the allowances)."""
+        return (
+            self.id,
+            self.created_at_ms,
+            self.valid_until_ms,
+            self.code_digest,
+            self.prescriber_rpps,
+            self.patient_nir,
+            self.patient_name,
+            self.birth_date,
+            orjson.dumps([line.as_dict() for line in self.lines]).decode(),
+            [line.allowance for line in self.lines],
+            self.consent,
+        )
 
 
 def parse_record(record: dict[str, Any], now_ms: int) -> Prescription:
