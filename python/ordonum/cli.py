@@ -38,6 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ordonum.service import create_app
     from ordonum.service.keys import ensure_keys
     from ordonum.service.middleware import configure_logging
+    from ordonum.service.protocol import CoalescingProtocol
 
     settings = _settings(
         args, host=args.host, port=args.port, store=args.store, workers=args.workers
@@ -48,7 +49,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # uvloop + httptools, each response in one write (see ordonum.service.protocol)
+        "http": CoalescingProtocol,
+        # No X-Forwarded-* rewriting: nothing here reads the client address, and the
+        # middleware cost ~1 % of the server's CPU at the national burst.
+        "proxy_headers": False,
         "log_config": None,
         "access_log": False,
         "log_level": settings.log_level.lower(),
