@@ -34,6 +34,7 @@ class DurableWaiter:
         self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()  # ties: futures do not compare
         self._closed = False
+        self._failed: StoreFailed | None = None  # the journal's error, once seen
         self._fd = store.wake_fd()
         if self._fd is not None:
             loop.add_reader(self._fd, self._wake)
@@ -46,9 +47,14 @@ class DurableWaiter:
             fut.set_exception(StoreFailed("the store's durability waiter is closed"))
         elif lsn == 0 or self._fd is None or lsn <= self._store.durable_lsn():
             fut.set_result(None)
+        elif self._failed is not None:  # it never recovers: fail at once
+            fut.set_exception(self._failed)
         else:
+            # No call into the store to check for a failure: the write behind ``lsn`` was
+            # accepted, so the journal had not failed when it was queued, and a failure
+            # after that writes a wake-up byte, read (and this future failed) in a later
+            # loop iteration. Only a failure already seen fails it at once (above).
             heapq.heappush(self._heap, (lsn, next(self._order), fut))
-            self._fail_if_failed()
         return fut
 
     def _wake(self) -> None:
@@ -75,6 +81,7 @@ class DurableWaiter:
         try:  # the journal's own error, with its errno and message (raises at once now)
             self._store.wait(self._heap[0][0])
         except StoreFailed as exc:
+            self._failed = exc
             self._settle_all(exc)
         else:  # durable after all (it raced the check): settle normally
             self._wake()
