@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -126,12 +127,22 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (every thread), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(
     url: str,
     script: Path | None = None,
     data: Path | None = None,
     env: dict[str, str] | None = None,
+    server: subprocess.Popen[bytes] | None = None,
 ) -> dict[str, float]:
+    """One wrk run; with ``server``, also that process's CPU time per request (µs): unlike
+    req/s, it barely moves when something else shares the machine."""
+    before = cpu_seconds(server.pid) if server is not None else math.nan
     cmd = [*pin(1), "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency"]
     if script:
         cmd += ["-s", str(script)]
@@ -141,6 +152,7 @@ def wrk(
     out = subprocess.run(
         cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}
     ).stdout
+    after = cpu_seconds(server.pid) if server is not None else math.nan
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def ms(label: str) -> float:
@@ -152,12 +164,14 @@ def wrk(
 
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     total = re.search(r"(\d+) requests in", out)
+    requests = float(total.group(1)) if total else 0.0
     return {
+        "cpu_us": (after - before) * 1e6 / requests if requests else math.nan,
         "rps": rps,
         "p50": ms("50%"),
         "p99": ms("99%"),
         "errors": float(non2xx.group(1)) if non2xx else 0.0,
-        "requests": float(total.group(1)) if total else 0.0,
+        "requests": requests,
     }
 
 
@@ -209,7 +223,7 @@ def main() -> int:
             proc, url = serve_baseline(tmp, app)
             try:
                 wrk(url + "/items/42")  # warm-up
-                results[label] = wrk(url + "/items/42")
+                results[label] = wrk(url + "/items/42", server=proc)
             finally:
                 stop(proc)
             print(label, results[label], file=sys.stderr)
@@ -293,7 +307,7 @@ def main() -> int:
                 ("ordonum scan manual", scan_manual),
                 ("ordonum dispense (durable)", dispense),
             ):
-                results[label] = wrk(url, script, file, bearer)
+                results[label] = wrk(url, script, file, bearer, server=proc)
                 print(label, results[label], file=sys.stderr)
         finally:
             stop(proc)
@@ -313,12 +327,13 @@ def main() -> int:
         f"one uvicorn worker (uvloop, httptools){pinned}; "
         f"wrk -t2 -c{CONNECTIONS} -d{DURATION}s.",
         "",
-        "| run | req/s | vs best bare FastAPI | p50 ms | p99 ms | non-2xx |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| run | req/s | vs best bare FastAPI | server CPU µs/req | p50 ms | p99 ms | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label, r in results.items():
         table.append(
-            f"| {label} | {r['rps']:,.0f} | {r['rps'] / best:.0%} | {r['p50']:.2f} | "
+            f"| {label} | {r['rps']:,.0f} | {r['rps'] / best:.0%} | {r['cpu_us']:.0f} | "
+            f"{r['p50']:.2f} | "
             f"{r['p99']:.2f} | {r['errors']:.0f} |"
         )
     text = "\n".join(table) + "\n"
