@@ -989,18 +989,76 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A journal 3 segment of these batches (each a list of record payloads).
+    fn segment(batches: &[Vec<Vec<u8>>]) -> Vec<u8> {
+        let mut buf = SEGMENT_MAGIC.to_vec();
+        for b in batches {
+            let start = buf.len();
+            buf.extend_from_slice(&[0; BATCH_HEADER]);
+            for p in b {
+                frame(&mut buf, |o| o.extend_from_slice(p));
+            }
+            seal_batch(&mut buf[start..]);
+        }
+        buf
+    }
+
+    fn payloads() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 1..6)
+    }
+
+    #[test]
+    fn a_record_of_the_largest_length_after_zeros_is_found() {
+        // Its length, 16 MiB, is 00 00 00 01: the only non-zero length byte is the last.
+        let mut buf = vec![0u8; 100];
+        frame(&mut buf, |o| o.resize(o.len() + MAX_PAYLOAD, 7));
+        assert!(valid_record_after(&buf, 0));
+        assert!(valid_record_after(&buf, 99));
+        assert!(!valid_record_after(&buf, 100));
+        assert!(!valid_record_after(&buf[..buf.len() - 1], 0));
+    }
+
     proptest! {
         #[test]
         fn frames_round_trip(payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 0..20)) {
-            let mut buf = SEGMENT_MAGIC.to_vec();
+            let mut buf = SEGMENT_MAGIC_V2.to_vec();
             for p in &payloads {
                 frame(&mut buf, |o| o.extend_from_slice(p));
             }
-            let (recs, end) = scan_records(&buf, SEGMENT_MAGIC, Path::new("x"), true).unwrap();
+            let (recs, end) = scan_records(&buf, SEGMENT_MAGIC_V2, Path::new("x"), true).unwrap();
             prop_assert_eq!(end, buf.len());
             let got: Vec<&[u8]> = recs.iter().map(|r| &buf[r.clone()]).collect();
             let want: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
             prop_assert_eq!(got, want);
+            let s = scan_segment(&buf, Path::new("x"), true).unwrap();
+            prop_assert_eq!((s.v2, s.records, s.end), (true, recs, end));
+        }
+
+        #[test]
+        fn batches_round_trip_with_or_without_zeros_after(batches in proptest::collection::vec(payloads(), 0..8), zeros in 0usize..3000) {
+            let mut buf = segment(&batches);
+            let end = buf.len();
+            buf.resize(end + zeros, 0);
+            let s = scan_segment(&buf, Path::new("x"), true).unwrap();
+            prop_assert_eq!((s.v2, s.end), (false, end));
+            let got: Vec<&[u8]> = s.records.iter().map(|r| &buf[r.clone()]).collect();
+            let want: Vec<&[u8]> = batches.iter().flatten().map(Vec::as_slice).collect();
+            prop_assert_eq!(got, want);
+            // In a middle segment, zeros after the batches are corruption.
+            prop_assert_eq!(scan_segment(&buf, Path::new("x"), false).is_ok(), zeros == 0);
+        }
+
+        #[test]
+        fn a_record_frame_never_checks_out_as_a_batch_frame(payload in proptest::collection::vec(any::<u8>(), 9..300)) {
+            // Without the domain prefix it would: same length field, same CRC input.
+            let mut buf = Vec::new();
+            frame(&mut buf, |o| o.extend_from_slice(&payload));
+            prop_assert!(read_frame(&buf, 0).is_some());
+            prop_assert!(read_batch(&buf, 0).is_none());
+            // And a batch frame is no record frame.
+            let seg = segment(&[vec![payload]]);
+            prop_assert!(read_batch(&seg, SEGMENT_MAGIC.len()).is_some());
+            prop_assert!(read_frame(&seg, SEGMENT_MAGIC.len()).is_none());
         }
 
         #[test]
@@ -1010,6 +1068,64 @@ mod tests {
             let i = bit.index(buf.len() * 8);
             buf[i / 8] ^= 1 << (i % 8);
             prop_assert!(read_frame(&buf, 0).is_none());
+            let mut seg = segment(&[vec![payload.clone(), payload]]);
+            let i = SEGMENT_MAGIC.len() * 8 + bit.index((seg.len() - SEGMENT_MAGIC.len()) * 8);
+            seg[i / 8] ^= 1 << (i % 8);
+            prop_assert!(read_batch(&seg, SEGMENT_MAGIC.len()).is_none());
+        }
+
+        #[test]
+        fn a_cut_batch_is_a_torn_tail_a_cut_batch_before_a_whole_one_is_corruption(
+            batches in proptest::collection::vec(payloads(), 2..6), at in any::<proptest::sample::Index>(), k in any::<proptest::sample::Index>(),
+        ) {
+            let seg = segment(&batches);
+            let ends: Vec<usize> = (0..=batches.len()).map(|n| segment(&batches[..n]).len()).collect();
+            // Batch k loses a byte range (zeros, as a lost page of the pre-zeroed space).
+            let k = k.index(batches.len());
+            let (from, to) = (ends[k], ends[k + 1]);
+            let hole = from + at.index(to - from);
+            let mut img = seg.clone();
+            img[hole..(hole + 4096).min(to)].fill(0);
+            // A hole over bytes that were zeros already loses nothing.
+            prop_assume!(img != seg);
+            let last = k + 1 == batches.len();
+            match scan_segment(&img, Path::new("x"), true) {
+                Ok(s) => {
+                    prop_assert!(last);
+                    prop_assert_eq!(s.end, from);
+                    let want = batches[..k].iter().map(Vec::len).sum::<usize>();
+                    prop_assert_eq!(s.records.len(), want);
+                }
+                Err(e) => {
+                    prop_assert!(!last);
+                    prop_assert_eq!(e, corrupt(Path::new("x"), from as u64, "batch fails its length or CRC32C check"));
+                }
+            }
+        }
+
+        #[test]
+        fn valid_frame_after_skips_zero_runs_and_nothing_else(
+            parts in proptest::collection::vec((0u8..5, 1usize..300, any::<u8>()), 0..12),
+            off in 0usize..2000,
+        ) {
+            // Zero runs, filler bytes, whole records and whole batches, in any order.
+            let mut buf = Vec::new();
+            for (kind, n, b) in parts {
+                match kind {
+                    0 => buf.resize(buf.len() + n * 50, 0),
+                    1 => buf.resize(buf.len() + n, b | 1),
+                    2 => frame(&mut buf, |o| o.extend(std::iter::repeat_n(b, n))),
+                    3 => buf.extend_from_slice(&segment(&[vec![vec![b; n]]])[SEGMENT_MAGIC.len()..]),
+                    // Lengths whose first byte is zero: a skip must not jump past them.
+                    _ => frame(&mut buf, |o| o.extend(std::iter::repeat_n(b, 256 * (n % 3 + 1)))),
+                }
+            }
+            // The definition: try every offset.
+            let naive = |f: fn(&[u8], usize) -> Option<std::ops::Range<usize>>| {
+                (off + 1..buf.len().saturating_sub(FRAME_HEADER - 1)).any(|p| f(&buf, p).is_some())
+            };
+            prop_assert_eq!(valid_record_after(&buf, off), naive(read_frame));
+            prop_assert_eq!(valid_batch_after(&buf, off), naive(read_batch));
         }
     }
 }

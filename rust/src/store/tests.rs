@@ -1162,6 +1162,7 @@ enum Op {
     Consent { rx: usize, allowed: bool },
     Scan { rx: usize },
     Checkpoint,
+    Reopen,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1171,6 +1172,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize, any::<bool>()).prop_map(|(rx, allowed)| Op::Consent { rx, allowed }),
         1 => (0..3usize).prop_map(|rx| Op::Scan { rx }),
         1 => Just(Op::Checkpoint),
+        1 => Just(Op::Reopen),
     ]
 }
 
@@ -1187,15 +1189,30 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn state_machine_matches_the_model_and_survives_reopen(ops in proptest::collection::vec(op(), 1..40)) {
+    fn state_machine_matches_the_model_and_survives_reopen(
+        ops in proptest::collection::vec(op(), 1..40), from_v2: bool, delay: bool,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let all = ids(3);
         let mut model: Vec<ModelRx> = Vec::new();
         let mut docs = Vec::new();
+        let sync = if delay { SyncPolicy::Delay(Duration::from_millis(1)) } else { SyncPolicy::Always };
+        let rec = |id: &RxId| record(id, "180027512345678", &[(3, 1), (2, 0)]);
+        if from_v2 {
+            // The creations are in a journal 2 segment (a data dir from before journal 3).
+            let mut seg = journal::SEGMENT_MAGIC_V2.to_vec();
+            for (lsn, id) in (1..).zip(&all) {
+                let ev = Event::Create { content: model::build_content(&rec(id), T0).unwrap() };
+                journal::frame(&mut seg, |o| ev.encode(lsn, o));
+            }
+            std::fs::write(journal::segment_path(dir.path(), 1), seg).unwrap();
+        }
         {
-            let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+            let mut s = Store::open(dir.path(), sync).unwrap();
             for id in &all {
-                s.create(&record(id, "180027512345678", &[(3, 1), (2, 0)]), Some(T0)).unwrap();
+                if !from_v2 {
+                    s.create(&rec(id), Some(T0)).unwrap();
+                }
                 model.push(ModelRx { remaining: vec![6, 2], ..ModelRx::default() });
             }
             for o in &ops {
@@ -1234,6 +1251,14 @@ proptest! {
                         model[rx].scans += 1;
                     }
                     Op::Checkpoint => s.checkpoint().unwrap(),
+                    Op::Reopen => {
+                        let before: Vec<_> = all.iter().map(|id| (s.get(id, Some(T0 + 2)).unwrap(), s.access_log(id).unwrap())).collect();
+                        drop(s);
+                        s = Store::open(dir.path(), sync).unwrap();
+                        prop_assert_eq!(stat(&s, "truncated_bytes"), 0);
+                        let after: Vec<_> = all.iter().map(|id| (s.get(id, Some(T0 + 2)).unwrap(), s.access_log(id).unwrap())).collect();
+                        prop_assert_eq!(after, before);
+                    }
                 }
             }
             for (id, m) in all.iter().zip(&model) {
@@ -1250,6 +1275,18 @@ proptest! {
         let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
         for (id, doc) in all.iter().zip(&docs) {
             prop_assert_eq!(&s.get(id, Some(T0 + 2)).unwrap(), doc);
+        }
+        prop_assert_eq!(stat(&s, "truncated_bytes"), 0);
+        // Segment 1 keeps its format (journal 2 is never appended to), every later one is
+        // journal 3.
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if name.starts_with("wal-") {
+                let head = std::fs::read(dir.path().join(&name)).unwrap()[..8].to_vec();
+                let v2 = from_v2 && name == "wal-0000000000000001.log";
+                let want = if v2 { journal::SEGMENT_MAGIC_V2 } else { journal::SEGMENT_MAGIC };
+                prop_assert_eq!(&head[..], &want[..], "{}", name);
+            }
         }
     }
 
