@@ -706,7 +706,7 @@ impl Journal {
     #[cfg(test)]
     pub fn quiesce(&self) {
         let mut g = self.shared.state.lock();
-        while !(g.idle && !g.pending()) && g.failed.is_none() && !g.closed {
+        while (g.pending() || !g.idle) && g.failed.is_none() && !g.closed {
             self.shared.done.wait(&mut g);
         }
     }
