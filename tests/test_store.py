@@ -487,9 +487,59 @@ def test_corruption_in_the_middle_refuses_to_open(tmp_path: Path, gen: IdGenerat
     data[20] ^= 0x40  # inside the first record
     seg.write_bytes(bytes(data))
     with pytest.raises(
-        StoreFailed, match=rf"^{seg} is corrupted at offset 8: record fails its length or CRC32C"
+        StoreFailed, match=rf"^{seg} is corrupted at offset 8: batch fails its length or CRC32C"
     ):
         Store.open(tmp_path)
+
+
+def test_always_writes_into_pre_zeroed_space_and_delay_grows_the_file(
+    tmp_path: Path, gen: IdGenerator
+) -> None:
+    seg = tmp_path / "wal-0000000000000001.log"
+    ids = [gen.new() for _ in range(40)]
+    with Store.open(tmp_path) as s:
+        assert seg.stat().st_size == 8 + (4 << 20)  # header, then one chunk of zeros
+        assert s.stats()["journal_bytes"] == 8
+        for rx in ids[:20]:
+            s.create(record(rx), now_ms=T0)
+        assert seg.stat().st_size == 8 + (4 << 20)  # the commits changed no file size
+        logical = s.stats()["journal_bytes"]
+        assert 20 * 100 < logical < 20 * 2000
+    assert seg.read_bytes()[:8] == b"ORDJRNL3"
+    with Store.open(tmp_path, sync="delay", sync_delay_ms=1) as s:
+        assert seg.stat().st_size == logical == s.stats()["journal_bytes"]  # zeros cut
+        for rx in ids[20:]:
+            s.create(record(rx), now_ms=T0)
+            assert seg.stat().st_size == s.stats()["journal_bytes"]
+        assert seg.stat().st_size > logical
+    with Store.open(tmp_path) as s:
+        assert len(s) == 40
+        assert s.stats()["truncated_bytes"] == 0
+
+
+def test_a_torn_last_batch_is_dropped_and_its_bytes_zeroed(
+    tmp_path: Path, gen: IdGenerator
+) -> None:
+    ids = [gen.new() for _ in range(3)]
+    with Store.open(tmp_path) as s:
+        for rx in ids:
+            s.create(record(rx), now_ms=T0)
+        end = s.stats()["journal_bytes"]
+    seg = tmp_path / "wal-0000000000000001.log"
+    data = bytearray(seg.read_bytes())
+    data[end : end + 100] = b"\x07" * 100  # a batch cut short: no valid frame
+    data[end + 5000 : end + 5010] = b"\x09" * 10  # a stray page further on
+    seg.write_bytes(bytes(data))
+    with Store.open(tmp_path) as s:
+        assert len(s) == 3
+        stats = s.stats()
+        assert stats["truncated_bytes"] == 5010
+        assert stats["journal_bytes"] == end
+        assert seg.read_bytes()[end:] == bytes(len(data) - end)
+        s.create(record(gen.new()), now_ms=T0)
+    with Store.open(tmp_path) as s:
+        assert len(s) == 4
+        assert s.stats()["truncated_bytes"] == 0
 
 
 def test_threads_dispensing_the_same_prescriptions(tmp_path: Path, gen: IdGenerator) -> None:

@@ -625,7 +625,12 @@ class Store:
         """Drain and sync pending writes, stop the journal; later writes raise StoreFailed."""
 
     def stats(self) -> dict[str, int]:
-        """Counters: prescriptions, journal_bytes, fsyncs, batches, records, failed, ..."""
+        """Counters: prescriptions, journal_bytes, fsyncs, batches, records, failed, ...
+
+        ``journal_bytes`` counts the current segment's header and batches (its logical size),
+        not its file, which under ``sync="always"`` also holds pre-zeroed space ahead;
+        ``truncated_bytes`` counts the torn bytes found (and zeroed or cut) at open.
+        """
 
     def __len__(self) -> int: ...
     def __enter__(self) -> Store: ...

@@ -49,7 +49,7 @@ mod tests;
 
 use index::{Index, Slot};
 pub use journal::SyncPolicy;
-use journal::{create_segment, scan_records, segment_path, sync_dir, Journal, SEGMENT_MAGIC};
+use journal::{create_segment, scan_segment, segment_path, sync_dir, Journal, SEGMENT_MAGIC};
 use json::Status;
 use model::{Access, Content, Dispensation, Event, Intervention, BUSY, CONSENT};
 
@@ -156,7 +156,7 @@ fn list(dir: &Path) -> Result<Listing, StoreError> {
             l.segments.push(n);
         } else if let Some(n) = num("snap-", ".snap") {
             l.snapshots.push(n);
-        } else if num("snap-", ".tmp").is_some() {
+        } else if num("snap-", ".tmp").is_some() || num("wal-", ".tmp").is_some() {
             l.temporaries.push(entry.path());
         }
     }
@@ -220,15 +220,18 @@ impl Store {
             }
         }
         let mut last_lsn = next_lsn - 1;
-        let mut tail_len = 0u64;
         let mut prev_lsn = 0u64;
+        let always = sync == SyncPolicy::Always;
+        // The last segment, open for the writer: (file, number, logical end, zeros end).
+        let mut open_tail: Option<(File, u64, u64, u64)> = None;
+        let mut tail_v2 = false;
         for (i, s) in live.iter().enumerate() {
             let path = segment_path(dir, *s);
             let buf = std::fs::read(&path)
                 .map_err(|e| StoreError::io(&format!("reading {}", path.display()), &e))?;
             let tail = i + 1 == live.len();
-            let (records, end) = scan_records(&buf, SEGMENT_MAGIC, &path, tail)?;
-            for r in records {
+            let scanned = scan_segment(&buf, &path, tail)?;
+            for r in scanned.records {
                 let at = (r.start - journal::FRAME_HEADER) as u64;
                 let (lsn, ev) =
                     Event::decode(&buf[r]).map_err(|e| journal::corrupt(&path, at, e.0))?;
@@ -241,44 +244,65 @@ impl Store {
                 recovery.records += 1;
             }
             if tail {
-                tail_len = end.max(SEGMENT_MAGIC.len()) as u64;
-                if end < buf.len() || buf.len() < SEGMENT_MAGIC.len() {
-                    recovery.truncated_bytes = (buf.len() - end) as u64;
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(|e| StoreError::io(&format!("opening {}", path.display()), &e))?;
-                    let fix = || -> std::io::Result<()> {
-                        f.set_len(end as u64)?;
-                        if end == 0 {
-                            f.write_all_at(SEGMENT_MAGIC, 0)?;
-                        }
-                        f.sync_all()
-                    };
-                    fix().map_err(|e| {
-                        StoreError::io(
-                            &format!("truncating the torn tail of {}", path.display()),
-                            &e,
-                        )
-                    })?;
-                }
-            }
-        }
-        let (file, segment) = match live.last() {
-            Some(s) => {
-                let path = segment_path(dir, *s);
+                let end = scanned.end;
+                // Bytes after the logical end: in journal 3, zeros are pre-zeroed space and the
+                // rest up to the last non-zero byte is a torn write; journal 2 files have no
+                // zeros, all of it is torn (and counted, as journal 2 always did).
+                let torn = journal::nonzero_end(&buf, end) - end;
+                recovery.truncated_bytes =
+                    if scanned.v2 { buf.len().saturating_sub(end) } else { torn } as u64;
                 let f = OpenOptions::new()
-                    .append(true)
+                    .write(true)
                     .open(&path)
                     .map_err(|e| StoreError::io(&format!("opening {}", path.display()), &e))?;
-                (f, *s)
-            }
-            None => {
-                tail_len = SEGMENT_MAGIC.len() as u64;
-                let f = create_segment(dir, first).map_err(|e| {
-                    StoreError::io(&format!("creating {}", segment_path(dir, first).display()), &e)
+                // Journal 2 segments and `Delay` keep growing files: cut at the end. Under
+                // `Always` a journal 3 segment keeps its length: the torn bytes become zeros
+                // again, and zeros are topped up to a margin ahead of the end.
+                let keep = always && !scanned.v2;
+                let mut zeroed = end as u64;
+                let fix = |zeroed: &mut u64| -> std::io::Result<()> {
+                    if end == 0 {
+                        f.set_len(0)?;
+                        f.write_all_at(SEGMENT_MAGIC, 0)?;
+                        *zeroed = SEGMENT_MAGIC.len() as u64;
+                    } else if !keep {
+                        if buf.len() == end {
+                            return Ok(());
+                        }
+                        f.set_len(end as u64)?;
+                    } else {
+                        journal::write_zeros(&f, end as u64, (end + torn) as u64)?;
+                        *zeroed = buf.len() as u64;
+                    }
+                    if keep {
+                        let target =
+                            journal::zero_target(end.max(SEGMENT_MAGIC.len()) as u64, *zeroed);
+                        // A full disk leaves it without (more) zeros, as the writer would.
+                        if target > *zeroed && journal::write_zeros(&f, *zeroed, target).is_ok() {
+                            *zeroed = target;
+                        }
+                    }
+                    f.sync_all()
+                };
+                fix(&mut zeroed).map_err(|e| {
+                    StoreError::io(&format!("repairing the tail of {}", path.display()), &e)
                 })?;
-                (f, first)
+                tail_v2 = scanned.v2;
+                open_tail = Some((f, *s, end.max(SEGMENT_MAGIC.len()) as u64, zeroed));
+            }
+        }
+        let (file, segment, tail_len, zeroed) = match open_tail {
+            Some(t) if !tail_v2 => t,
+            _ => {
+                // No segment yet, or the last one is journal 2: it is never appended to (its
+                // torn tail is cut off and synced just above); the journal goes on in a new
+                // journal 3 segment after it, as after a rotation without snapshot.
+                let n = live.last().map_or(first, |s| s + 1);
+                drop(open_tail);
+                let (f, zeroed) = create_segment(dir, n, always).map_err(|e| {
+                    StoreError::io(&format!("creating {}", segment_path(dir, n).display()), &e)
+                })?;
+                (f, n, SEGMENT_MAGIC.len() as u64, zeroed)
             }
         };
         next_lsn = next_lsn.max(last_lsn + 1);
@@ -288,6 +312,7 @@ impl Store {
             file,
             segment,
             tail_len,
+            zeroed,
             next_lsn,
             sync,
             index.clone(),
@@ -533,6 +558,14 @@ impl Store {
         };
         logged.unwrap_or_else(|| Err(StoreError::NotFound(NO_MATCH.into())))?;
         self.get_into(id, Some(now), out)
+    }
+
+    /// Tests only: waits until the journal writer is idle (zero-filling included).
+    #[cfg(test)]
+    pub fn quiesce_journal(&self) {
+        if let Backend::Durable { journal, .. } = &self.backend {
+            journal.quiesce();
+        }
     }
 
     /// Tests only: stops (true) or resumes the journal writer.

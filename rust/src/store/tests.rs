@@ -513,8 +513,28 @@ fn racing_dispensers_never_over_dispense() {
 
 // ---- recovery: torn tails and corruption --------------------------------------------------
 
-/// Builds a journal with `n` records; returns the segment bytes and the record boundaries.
-fn journal_with(dir: &Path, all: &[RxId]) -> (Vec<u8>, Vec<usize>) {
+/// A journal of `all.len()` creations, each followed by a dispensation, written one commit
+/// at a time (so one batch per record) under `Always`.
+struct Image {
+    /// The segment up to its logical end (the pre-zeroed space after it dropped).
+    bytes: Vec<u8>,
+    /// Where each batch frame starts, in order.
+    batches: Vec<usize>,
+    /// Where each record frame (inside the batches) starts, in order.
+    records: Vec<usize>,
+}
+
+fn batch_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut off = journal::SEGMENT_MAGIC.len();
+    while let Some(body) = journal::read_batch(bytes, off) {
+        out.push(off);
+        off = body.end;
+    }
+    out
+}
+
+fn journal_with(dir: &Path, all: &[RxId]) -> Image {
     {
         let s = Store::open(dir, SyncPolicy::Always).unwrap();
         for (i, id) in all.iter().enumerate() {
@@ -522,12 +542,33 @@ fn journal_with(dir: &Path, all: &[RxId]) -> (Vec<u8>, Vec<usize>) {
             s.dispense(id, &disp(&[(0, 1)]), &format!("k{i}"), CODE, Some(T0 + 1)).unwrap();
         }
     }
-    let bytes = std::fs::read(journal::segment_path(dir, 1)).unwrap();
-    let (recs, end) =
-        journal::scan_records(&bytes, journal::SEGMENT_MAGIC, Path::new("x"), false).unwrap();
-    assert_eq!(end, bytes.len());
-    let starts = recs.iter().map(|r| r.start - journal::FRAME_HEADER).collect();
-    (bytes, starts)
+    let path = journal::segment_path(dir, 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let scanned = journal::scan_segment(&bytes, &path, true).unwrap();
+    assert!(!scanned.v2);
+    // The segment is its batches, then the pre-zeroed space.
+    assert!(bytes.len() > scanned.end && bytes[scanned.end..].iter().all(|b| *b == 0));
+    bytes.truncate(scanned.end);
+    let records: Vec<usize> =
+        scanned.records.iter().map(|r| r.start - journal::FRAME_HEADER).collect();
+    let batches = batch_starts(&bytes);
+    assert_eq!(batches.len(), 2 * all.len());
+    assert_eq!(records.len(), 2 * all.len());
+    Image { bytes, batches, records }
+}
+
+/// A helper that writes journal 2 (one frame per record, no batches): the records of a
+/// journal 3 image, framed again one by one after the journal 2 magic. Returns the segment
+/// and where each record starts.
+fn v2_segment(img: &Image) -> (Vec<u8>, Vec<usize>) {
+    let mut out = journal::SEGMENT_MAGIC_V2.to_vec();
+    let mut starts = Vec::new();
+    for r in &img.records {
+        let payload = journal::read_frame(&img.bytes, *r).unwrap();
+        starts.push(out.len());
+        journal::frame(&mut out, |o| o.extend_from_slice(&img.bytes[payload]));
+    }
+    (out, starts)
 }
 
 /// Documents of every visible prescription after applying the first `k` records.
@@ -544,53 +585,282 @@ fn expected_after(all: &[RxId], k: usize) -> Vec<Option<Vec<u8>>> {
     all.iter().map(|id| s.get(id, Some(T0 + 5)).ok()).collect()
 }
 
+fn docs(s: &Store, all: &[RxId]) -> Vec<Option<Vec<u8>>> {
+    all.iter().map(|id| s.get(id, Some(T0 + 5)).ok()).collect()
+}
+
 #[test]
-fn truncation_at_every_offset_of_the_last_three_records() {
+fn truncation_at_every_offset_of_the_last_three_batches() {
     let src = tempfile::tempdir().unwrap();
     let all = ids(3);
-    let (bytes, starts) = journal_with(src.path(), &all);
+    let img = journal_with(src.path(), &all);
+    let (bytes, starts) = (&img.bytes, &img.batches);
     let n = starts.len();
-    let from = starts[n - 3];
-    for cut in from..bytes.len() {
+    // Each cut twice: the file ends at the cut (a `Delay` segment, or one whose zeros were
+    // cut off), or the cut is followed by pre-zeroed space.
+    for (cut, zeros) in
+        (starts[n - 3]..bytes.len()).flat_map(|c| [(c, 0), (c, journal::ZERO_CHUNK)])
+    {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(journal::segment_path(dir.path(), 1), &bytes[..cut]).unwrap();
-        // A record is complete when the next one starts at or before the cut.
+        let path = journal::segment_path(dir.path(), 1);
+        let mut image = bytes[..cut].to_vec();
+        image.resize(cut + zeros as usize, 0);
+        std::fs::write(&path, &image).unwrap();
+        // A batch is whole when the next one starts at or before the cut, or when the bytes
+        // cut off are zeros and zeros follow the cut (all its bytes are there).
         let end_of = |i: usize| starts.get(i + 1).copied().unwrap_or(bytes.len());
-        let complete = (0..n).filter(|i| end_of(*i) <= cut).count();
+        let whole = |i: usize| {
+            end_of(i) <= cut || (zeros > 0 && bytes[cut..end_of(i)].iter().all(|b| *b == 0))
+        };
+        let complete = (0..n).take_while(|i| whole(*i)).count();
         let valid_end =
             if complete == 0 { journal::SEGMENT_MAGIC.len() } else { end_of(complete - 1) };
+        // Torn bytes: from the valid end to the last non-zero byte.
+        let torn =
+            bytes[valid_end.min(cut)..cut].iter().rposition(|b| *b != 0).map_or(0, |k| k + 1);
         let want = expected_after(&all, complete);
         let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
-        let got: Vec<Option<Vec<u8>>> = all.iter().map(|id| s.get(id, Some(T0 + 5)).ok()).collect();
-        assert_eq!(got, want, "cut at {cut}");
-        assert_eq!(stat(&s, "truncated_bytes") as usize, cut - valid_end, "cut at {cut}");
+        let what = format!("cut at {cut}, {zeros} zeros");
+        assert_eq!(docs(&s, &all), want, "{what}");
+        assert_eq!(stat(&s, "truncated_bytes") as usize, torn, "{what}");
+        assert_eq!(stat(&s, "journal_bytes") as usize, valid_end, "{what}");
+        // The torn bytes are zeros now, and zeros are ahead of the writer again.
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(on_disk[valid_end..].iter().all(|b| *b == 0), "{what}");
+        assert!(on_disk.len() as u64 >= valid_end as u64 + journal::ZERO_MARGIN, "{what}");
         // Later appends work and survive another reopen.
         let extra = ids(1)[0];
         s.create(&record(&extra, "180027512345678", &[(1, 0)]), Some(T0)).unwrap();
         drop(s);
         let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
-        assert!(s.get(&extra, Some(T0)).is_ok(), "cut at {cut}");
+        assert!(s.get(&extra, Some(T0)).is_ok(), "{what}");
+        assert_eq!(docs(&s, &all), want, "{what}");
+        assert_eq!(stat(&s, "truncated_bytes"), 0);
+        assert_eq!(stat(&s, "recovered_records") as usize, complete + 1, "{what}");
+    }
+}
+
+#[test]
+fn truncation_at_every_offset_of_a_journal_2_segment_then_a_journal_3_one() {
+    let all = ids(3);
+    let img = journal_with(tempfile::tempdir().unwrap().path(), &all);
+    let (bytes, starts) = v2_segment(&img);
+    let n = starts.len();
+    for cut in starts[n - 3]..bytes.len() {
+        for sync in [SyncPolicy::Always, SyncPolicy::Delay(Duration::from_millis(1))] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = journal::segment_path(dir.path(), 1);
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let end_of = |i: usize| starts.get(i + 1).copied().unwrap_or(bytes.len());
+            let complete = (0..n).filter(|i| end_of(*i) <= cut).count();
+            let valid_end =
+                if complete == 0 { journal::SEGMENT_MAGIC.len() } else { end_of(complete - 1) };
+            let want = expected_after(&all, complete);
+            let s = Store::open(dir.path(), sync).unwrap();
+            let what = format!("cut at {cut}, {sync:?}");
+            assert_eq!(docs(&s, &all), want, "{what}");
+            assert_eq!(stat(&s, "truncated_bytes") as usize, cut - valid_end, "{what}");
+            // The journal 2 segment is cut to its records and left alone: the journal goes
+            // on in segment 2, journal 3.
+            assert_eq!(std::fs::read(&path).unwrap(), bytes[..valid_end], "{what}");
+            assert_eq!(stat(&s, "segment"), 2, "{what}");
+            let extra = ids(1)[0];
+            s.create(&record(&extra, "180027512345678", &[(1, 0)]), Some(T0)).unwrap();
+            drop(s);
+            assert_eq!(std::fs::read(&path).unwrap(), bytes[..valid_end], "{what}");
+            let seg2 = std::fs::read(journal::segment_path(dir.path(), 2)).unwrap();
+            assert_eq!(&seg2[..8], journal::SEGMENT_MAGIC);
+            let s = Store::open(dir.path(), sync).unwrap();
+            assert!(s.get(&extra, Some(T0)).is_ok(), "{what}");
+            assert_eq!(docs(&s, &all), want, "{what}");
+            assert_eq!(stat(&s, "recovered_records") as usize, complete + 1, "{what}");
+            assert_eq!(stat(&s, "segment"), 2, "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_journal_2_data_dir_opens_replays_and_goes_on_in_a_journal_3_segment() {
+    let all = ids(4);
+    let img = journal_with(tempfile::tempdir().unwrap().path(), &all);
+    let (v2, _) = v2_segment(&img);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(journal::segment_path(dir.path(), 1), &v2).unwrap();
+    let want = expected_after(&all, 2 * all.len());
+    let extra = ids(5)[4];
+    {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert_eq!(docs(&s, &all), want);
+        assert_eq!(stat(&s, "recovered_records"), 8);
+        assert_eq!(stat(&s, "segment"), 2);
+        assert_eq!(stat(&s, "journal_bytes"), 8);
+    }
+    // A crash right after the new segment was created (nothing written to it yet).
+    let seg2 = journal::segment_path(dir.path(), 2);
+    let header_and_zeros = std::fs::read(&seg2).unwrap();
+    assert_eq!(&header_and_zeros[..8], journal::SEGMENT_MAGIC);
+    assert!(header_and_zeros[8..].iter().all(|b| *b == 0));
+    {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert_eq!(docs(&s, &all), want);
+        assert_eq!(stat(&s, "segment"), 2, "an empty journal 3 segment is appended to");
+        s.create(&record(&extra, "180027512345678", &[(1, 0)]), Some(T0)).unwrap();
+        s.cancel(&all[0], RPPS, Some(T0 + 2)).unwrap();
+    }
+    assert_eq!(std::fs::read(journal::segment_path(dir.path(), 1)).unwrap(), v2);
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    assert_eq!(stat(&s, "recovered_records"), 10);
+    assert_eq!(s.len(), 5);
+    assert_eq!(json(&s.get(&all[0], Some(T0 + 5)).unwrap())["status"], "cancelled");
+    assert_eq!(docs(&s, &all[1..]), want[1..]);
+    // A checkpoint covers both formats: one snapshot and one new segment remain.
+    s.checkpoint().unwrap();
+    drop(s);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "LOCK")
+        .collect();
+    names.sort();
+    assert_eq!(names, ["snap-0000000000000003.snap", "wal-0000000000000003.log"]);
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    assert_eq!(s.len(), 5);
+    assert!(s.get(&extra, Some(T0)).is_ok());
+}
+
+#[test]
+fn a_torn_multi_page_batch_is_a_torn_tail_not_corruption() {
+    // The last batch (one `create_many`) spans several 4 KiB pages. A power cut while it is
+    // written, not yet synced, may persist its pages in any order: here the first page of
+    // it is lost (zeros, as the pre-zeroed space held) and a later page is kept, with whole
+    // records in it. Journal 2's rule on records (and journal-prealloc's, c67ff40) finds
+    // those valid records after the hole and refuses to open; the batch frame makes it a
+    // torn tail: the synced batches come back, nothing of the torn one.
+    const PAGE: usize = 4096;
+    let all = ids(40);
+    let (early, bulk) = all.split_at(4);
+    let src = tempfile::tempdir().unwrap();
+    let want_early = {
+        let s = Store::open(src.path(), SyncPolicy::Always).unwrap();
+        for (i, id) in early.iter().enumerate() {
+            s.create(&record(id, "180027512345678", &[(3, 0)]), Some(T0)).unwrap();
+            s.dispense(id, &disp(&[(0, 1)]), &format!("k{i}"), CODE, Some(T0 + 1)).unwrap();
+        }
+        let recs: Vec<Vec<u8>> =
+            bulk.iter().map(|id| record_with_token(id, &"T".repeat(200))).collect();
+        let before = stat(&s, "batches");
+        assert_eq!(
+            s.create_many(&recs.iter().map(Vec::as_slice).collect::<Vec<_>>(), Some(T0)).unwrap(),
+            bulk.len()
+        );
+        assert_eq!(stat(&s, "batches"), before + 1, "one group commit");
+        expected_after(&all, 2 * early.len())
+    };
+    let path = journal::segment_path(src.path(), 1);
+    let file = std::fs::read(&path).unwrap();
+    let end = journal::scan_segment(&file, &path, true).unwrap().end;
+    let batches = batch_starts(&file[..end]);
+    assert_eq!(batches.len(), 2 * early.len() + 1, "the bulk load is one batch (<= MAX_BATCH)");
+    let last = batches[batches.len() - 1];
+    assert!(end - last > 3 * PAGE, "the last batch spans several pages: {}", end - last);
+    // The page holding the batch's start is lost; the pages after it persisted.
+    let lost = last / PAGE * PAGE..(last / PAGE + 1) * PAGE;
+    let mut image = file.clone();
+    image[lost.clone()].fill(0);
+    // What the synced batches hold before the lost page, as written.
+    image[..last].copy_from_slice(&file[..last]);
+    assert!(
+        journal::valid_record_after(&image, last),
+        "whole records of the torn batch follow the hole (the per-record rule refuses this)"
+    );
+    for (k, image) in [image.clone(), {
+        // Also: only one later page of the batch persisted, the rest of it is zeros.
+        let mut one = vec![0u8; file.len()];
+        one[..last].copy_from_slice(&file[..last]);
+        let keep = lost.end + PAGE..lost.end + 2 * PAGE;
+        one[keep.clone()].copy_from_slice(&file[keep]);
+        one
+    }]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(journal::valid_record_after(&image, last), "image {k}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = journal::segment_path(dir.path(), 1);
+        std::fs::write(&p, &image).unwrap();
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert_eq!(docs(&s, &all), want_early, "image {k}");
+        assert_eq!(s.len(), early.len());
+        assert_eq!(stat(&s, "recovered_records") as usize, 2 * early.len());
+        assert_eq!(stat(&s, "journal_bytes") as usize, last);
+        let torn = journal::nonzero_end(&image, last) - last;
+        assert_eq!(stat(&s, "truncated_bytes") as usize, torn, "image {k}");
+        // The torn batch's bytes are zeros now: a later batch is never next to them.
+        assert!(std::fs::read(&p).unwrap()[last..].iter().all(|b| *b == 0), "image {k}");
+        let extra = ids(41)[40];
+        s.create(&record(&extra, "180027512345678", &[(1, 0)]), Some(T0)).unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert!(s.get(&extra, Some(T0)).is_ok(), "image {k}");
+        assert_eq!(docs(&s, early), want_early[..early.len()], "image {k}");
+        assert_eq!(s.len(), early.len() + 1);
         assert_eq!(stat(&s, "truncated_bytes"), 0);
     }
 }
 
 #[test]
-fn flipped_bit_in_the_tail_truncates_in_the_middle_refuses() {
+fn flipped_bit_in_the_last_batch_truncates_in_an_earlier_one_refuses() {
     let src = tempfile::tempdir().unwrap();
     let all = ids(3);
-    let (bytes, starts) = journal_with(src.path(), &all);
+    let img = journal_with(src.path(), &all);
+    let (bytes, starts) = (&img.bytes, &img.batches);
     let n = starts.len();
-    // Tail: a bit of the last record -> that record is dropped, the rest comes back.
+    // Tail: a bit of the last batch -> that batch is dropped, the rest comes back.
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = bytes.clone();
+    b[starts[n - 1] + 20] ^= 0x10;
+    std::fs::write(journal::segment_path(dir.path(), 1), &b).unwrap();
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    assert_eq!(docs(&s, &all), expected_after(&all, n - 1));
+    drop(s);
+    // Middle: a bit of the second batch (header, record header, payload, last byte), valid
+    // batches after it -> open fails, naming the file and the offset of the bad batch.
+    for off in [starts[1], starts[1] + 3, starts[1] + 9, starts[1] + 20, starts[2] - 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = bytes.clone();
+        b[off] ^= 0x01;
+        let path = journal::segment_path(dir.path(), 1);
+        std::fs::write(&path, &b).unwrap();
+        let err = Store::open(dir.path(), SyncPolicy::Always).err().unwrap();
+        assert_eq!(
+            err,
+            StoreError::Corrupt {
+                file: path.clone(),
+                offset: starts[1] as u64,
+                reason: "batch fails its length or CRC32C check".into()
+            },
+            "flip at {off}"
+        );
+        assert!(err.to_string().starts_with(&format!(
+            "{} is corrupted at offset {}: batch fails its length or CRC32C check",
+            path.display(),
+            starts[1]
+        )));
+    }
+}
+
+#[test]
+fn flipped_bit_in_a_journal_2_segment_truncates_at_the_end_refuses_in_the_middle() {
+    let all = ids(3);
+    let (bytes, starts) = v2_segment(&journal_with(tempfile::tempdir().unwrap().path(), &all));
+    let n = starts.len();
     let dir = tempfile::tempdir().unwrap();
     let mut b = bytes.clone();
     b[starts[n - 1] + 12] ^= 0x10;
     std::fs::write(journal::segment_path(dir.path(), 1), &b).unwrap();
     let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
-    let got: Vec<Option<Vec<u8>>> = all.iter().map(|id| s.get(id, Some(T0 + 5)).ok()).collect();
-    assert_eq!(got, expected_after(&all, n - 1));
+    assert_eq!(docs(&s, &all), expected_after(&all, n - 1));
     drop(s);
-    // Middle: a bit of the second record, valid records after it -> open fails, naming
-    // the file and the offset of the bad record.
     for off in [starts[1], starts[1] + 3, starts[1] + 9, starts[2] - 1] {
         let dir = tempfile::tempdir().unwrap();
         let mut b = bytes.clone();
@@ -606,11 +876,81 @@ fn flipped_bit_in_the_tail_truncates_in_the_middle_refuses() {
                 reason: "record fails its length or CRC32C check".into()
             }
         );
-        assert!(err.to_string().starts_with(&format!(
-            "{} is corrupted at offset {}",
-            path.display(),
-            starts[1]
-        )));
+        // Nothing was created next to the refused segment.
+        assert!(!journal::segment_path(dir.path(), 2).exists());
+    }
+}
+
+#[test]
+fn corruption_followed_by_valid_batches_refuses_to_open_also_across_zeros() {
+    let src = tempfile::tempdir().unwrap();
+    let all = ids(3);
+    let img = journal_with(src.path(), &all);
+    let (bytes, starts) = (&img.bytes, &img.batches);
+    let zeros = vec![0u8; 3 * journal::ZERO_CHUNK as usize + 5];
+    let flipped = {
+        let mut b = bytes.clone();
+        b[starts[1] + 20] ^= 0x04;
+        b
+    };
+    let images: Vec<(Vec<u8>, usize)> = vec![
+        // Batches, a run of zeros (a lost write), more batches, the zeroed tail.
+        ([&bytes[..starts[2]], &zeros, &bytes[starts[2]..], &zeros].concat(), starts[2]),
+        // A flipped bit, then zeros, then valid batches.
+        ([&flipped[..starts[2]], &zeros, &flipped[starts[2]..]].concat(), starts[1]),
+        // A flipped bit with valid batches right after it, and the zeroed tail.
+        ([&flipped[..], &zeros].concat(), starts[1]),
+        // A flipped bit, valid batches right after it, no zeros.
+        (flipped.clone(), starts[1]),
+        // Zeros, then one valid batch at the very end of the file.
+        ([&bytes[..starts[5]], &zeros, &bytes[starts[5]..]].concat(), starts[5]),
+    ];
+    for (k, (image, offset)) in images.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal::segment_path(dir.path(), 1);
+        std::fs::write(&path, &image).unwrap();
+        let err = Store::open(dir.path(), SyncPolicy::Always).err();
+        assert_eq!(
+            err,
+            Some(StoreError::Corrupt {
+                file: path.clone(),
+                offset: offset as u64,
+                reason: "batch fails its length or CRC32C check".into()
+            }),
+            "image {k}"
+        );
+        // The refused file is left as it was.
+        assert_eq!(std::fs::read(&path).unwrap(), image, "image {k}");
+    }
+}
+
+#[test]
+fn a_bad_record_inside_a_checked_batch_is_corruption_even_at_the_end() {
+    let src = tempfile::tempdir().unwrap();
+    let all = ids(2);
+    let img = journal_with(src.path(), &all);
+    let (bytes, starts) = (&img.bytes, &img.batches);
+    let n = starts.len();
+    for k in [1, n - 1] {
+        // A bit of the record inside batch k flips, and the batch CRC is computed over it
+        // (a bug in the writer, or memory corruption before the CRC): the batch checks out,
+        // its record does not.
+        let mut b = bytes.clone();
+        let end = starts.get(k + 1).copied().unwrap_or(b.len());
+        b[starts[k] + journal::BATCH_HEADER + 12] ^= 0x02;
+        journal::seal_batch(&mut b[starts[k]..end]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal::segment_path(dir.path(), 1);
+        std::fs::write(&path, &b).unwrap();
+        assert_eq!(
+            Store::open(dir.path(), SyncPolicy::Always).err(),
+            Some(StoreError::Corrupt {
+                file: path.clone(),
+                offset: (starts[k] + journal::BATCH_HEADER) as u64,
+                reason: "record inside a checked batch fails its length or CRC32C check".into()
+            }),
+            "batch {k}"
+        );
     }
 }
 
@@ -618,7 +958,7 @@ fn flipped_bit_in_the_tail_truncates_in_the_middle_refuses() {
 fn files_of_the_format_that_numbered_lines_from_1_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let all = ids(1);
-    let (mut bytes, _) = journal_with(dir.path(), &all);
+    let mut bytes = journal_with(dir.path(), &all).bytes;
     bytes[..8].copy_from_slice(b"ORDJRNL1");
     let path = journal::segment_path(dir.path(), 1);
     std::fs::write(&path, &bytes).unwrap();
@@ -626,17 +966,191 @@ fn files_of_the_format_that_numbered_lines_from_1_are_refused_by_name() {
     assert!(matches!(err, StoreError::Failed { errno: None, .. }), "{err:?}");
     assert!(
         err.to_string().starts_with(&format!(
-            "{} is in format ORDJRNL1, this version reads ORDJRNL2 only",
+            "{} is in format ORDJRNL1, this version reads ORDJRNL2 and ORDJRNL3 only",
             path.display()
         )),
         "{err}"
     );
     // The dispensation record of line 0 says line 0 on disk.
-    let (bytes, starts) = journal_with(tempfile::tempdir().unwrap().path(), &all);
-    let payload = &bytes[starts[1] + journal::FRAME_HEADER..];
-    let (_, ev) = Event::decode(payload).unwrap();
+    let img = journal_with(tempfile::tempdir().unwrap().path(), &all);
+    let payload = journal::read_frame(&img.bytes, img.records[1]).unwrap();
+    let (_, ev) = Event::decode(&img.bytes[payload]).unwrap();
     let Event::Dispense { d, .. } = ev else { panic!("{ev:?}") };
     assert_eq!(d.lines[0].line, 0);
+}
+
+#[test]
+fn commits_inside_the_zeroed_space_leave_the_file_size_alone_and_a_long_segment_round_trips() {
+    use journal::{ZERO_CHUNK, ZERO_MARGIN};
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal::segment_path(dir.path(), 1);
+    let size = || std::fs::metadata(&path).unwrap().len();
+    let header = journal::SEGMENT_MAGIC.len() as u64;
+    let all = ids(400);
+    let mut docs = Vec::new();
+    {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert_eq!((size(), stat(&s, "journal_bytes")), (header + ZERO_CHUNK, header));
+        let mut unchanged = 0;
+        for (i, id) in all.iter().enumerate() {
+            let before = (size(), stat(&s, "journal_bytes"));
+            s.create(&record_with_token(id, &"Q".repeat(300)), Some(T0)).unwrap();
+            s.dispense(id, &disp(&[(0, 1)]), "k", CODE, Some(T0 + 1)).unwrap();
+            // The writer zero-fills after acknowledging: let it finish before looking.
+            s.quiesce_journal();
+            let logical = stat(&s, "journal_bytes");
+            assert!(logical > before.1);
+            if before.1 + ZERO_MARGIN + 4096 < before.0 {
+                // Far from the zeroed end: the commits change no file size.
+                assert_eq!(size(), before.0, "commit {i} grew the file inside the zeros");
+                unchanged += 1;
+            }
+            // Zeros stay ahead of the batches, and the file grows only chunk by chunk.
+            assert!(size() >= logical + ZERO_MARGIN, "commit {i}: {} < {logical}", size());
+            assert_eq!((size() - header) % ZERO_CHUNK, 0, "commit {i}");
+        }
+        assert!(unchanged > all.len() / 2, "{unchanged}");
+        let logical = stat(&s, "journal_bytes");
+        assert!(logical > 3 * ZERO_CHUNK, "the test must cross several chunks: {logical}");
+        docs.extend(all.iter().map(|id| s.get(id, Some(T0 + 2)).unwrap()));
+        drop(s);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(journal::scan_segment(&bytes, &path, true).unwrap().end as u64, logical);
+        assert!(bytes[logical as usize..].iter().all(|b| *b == 0));
+    }
+    let logical = {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        assert_eq!(stat(&s, "recovered_records"), 2 * all.len() as u64);
+        assert_eq!(stat(&s, "truncated_bytes"), 0);
+        for (id, doc) in all.iter().zip(&docs) {
+            assert_eq!(&s.get(id, Some(T0 + 2)).unwrap(), doc);
+        }
+        // The writer goes on at the logical end, into the zeros already there.
+        let (logical, file) = (stat(&s, "journal_bytes"), size());
+        s.cancel(&all[0], RPPS, Some(T0 + 3)).unwrap();
+        s.quiesce_journal();
+        assert!(stat(&s, "journal_bytes") > logical);
+        assert_eq!(size(), file);
+        // A checkpoint's new segment is pre-zeroed too, and counts its header only; the old
+        // one was cut to its batches first.
+        s.checkpoint().unwrap();
+        let seg2 = journal::segment_path(dir.path(), 2);
+        assert_eq!(std::fs::metadata(&seg2).unwrap().len(), header + ZERO_CHUNK);
+        assert_eq!((stat(&s, "segment"), stat(&s, "journal_bytes")), (2, header));
+        s.cancel(&all[1], RPPS, Some(T0 + 3)).unwrap();
+        assert_eq!(std::fs::metadata(&seg2).unwrap().len(), header + ZERO_CHUNK);
+        stat(&s, "journal_bytes")
+    };
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    assert_eq!(stat(&s, "journal_bytes"), logical);
+    assert_eq!(stat(&s, "recovered_records"), 1);
+    for id in &all[..2] {
+        assert_eq!(json(&s.get(id, Some(T0 + 4)).unwrap())["status"], "cancelled");
+    }
+    assert_eq!(s.len(), all.len());
+}
+
+#[test]
+fn under_delay_the_segment_grows_with_its_batches_and_sheds_zeros_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal::segment_path(dir.path(), 1);
+    let size = || std::fs::metadata(&path).unwrap().len();
+    let all = ids(20);
+    let delay = SyncPolicy::Delay(Duration::from_millis(1));
+    {
+        // Written under `Always` first: pre-zeroed.
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        s.create(&record(&all[0], "180027512345678", &[(3, 0)]), Some(T0)).unwrap();
+        assert!(size() > stat(&s, "journal_bytes") + journal::ZERO_MARGIN);
+    }
+    {
+        let s = Store::open(dir.path(), delay).unwrap();
+        // The zeros are gone: the file is its batches.
+        assert_eq!(size(), stat(&s, "journal_bytes"));
+        for id in &all[1..] {
+            let before = size();
+            s.create(&record(id, "180027512345678", &[(3, 0)]), Some(T0)).unwrap();
+            assert!(size() > before);
+            assert_eq!(size(), stat(&s, "journal_bytes"));
+        }
+        s.checkpoint().unwrap();
+        let seg2 = journal::segment_path(dir.path(), 2);
+        assert_eq!(std::fs::metadata(&seg2).unwrap().len(), 8, "no zeros under Delay");
+        s.cancel(&all[0], RPPS, Some(T0 + 1)).unwrap();
+        assert_eq!(std::fs::metadata(&seg2).unwrap().len(), stat(&s, "journal_bytes"));
+    }
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    assert_eq!(s.len(), all.len());
+    assert_eq!(json(&s.get(&all[0], Some(T0 + 2)).unwrap())["status"], "cancelled");
+}
+
+#[test]
+fn a_group_commit_larger_than_a_batch_is_cut_at_record_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = ids(120);
+    let recs: Vec<Vec<u8>> = all.iter().map(|id| record_with_token(id, &"B".repeat(200))).collect();
+    let want: Vec<Vec<u8>> = {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        let f = stat(&s, "fsyncs");
+        assert_eq!(
+            s.create_many(&recs.iter().map(Vec::as_slice).collect::<Vec<_>>(), Some(T0)).unwrap(),
+            all.len()
+        );
+        // One group commit, in several batches, each synced before the next.
+        assert_eq!(stat(&s, "batches"), 1);
+        let path = journal::segment_path(dir.path(), 1);
+        let bytes = std::fs::read(&path).unwrap();
+        let end = stat(&s, "journal_bytes") as usize;
+        let starts = batch_starts(&bytes[..end]);
+        assert!(starts.len() >= 3, "{}", starts.len());
+        assert_eq!(stat(&s, "fsyncs") - f, starts.len() as u64);
+        for (i, b) in starts.iter().enumerate() {
+            let body = journal::read_batch(&bytes, *b).unwrap();
+            assert!(body.len() <= journal::MAX_BATCH);
+            // Not cut earlier than needed: the next record would not have fitted.
+            if let Some(next) = starts.get(i + 1) {
+                let r = journal::read_frame(&bytes, next + journal::BATCH_HEADER).unwrap();
+                assert!(body.len() + r.len() + journal::FRAME_HEADER > journal::MAX_BATCH);
+            }
+        }
+        all.iter().map(|id| s.get(id, Some(T0)).unwrap()).collect()
+    };
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    assert_eq!(stat(&s, "recovered_records"), all.len() as u64);
+    let got: Vec<Vec<u8>> = all.iter().map(|id| s.get(id, Some(T0)).unwrap()).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_crash_between_a_new_segment_and_its_snapshot_leaves_older_segments_readable() {
+    // The journal moved to segment 2 (and 3) but no snapshot was written (a crash, or a
+    // failed snapshot): recovery reads segments 1 and 2 as middle segments, where any bad
+    // byte is corruption, so their pre-zeroed space must be gone by then.
+    let dir = tempfile::tempdir().unwrap();
+    let all = ids(3);
+    let docs: Vec<Vec<u8>> = {
+        let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+        let Backend::Durable { journal, .. } = &s.backend else { unreachable!() };
+        for (i, id) in all.iter().enumerate() {
+            s.create(&record(id, "180027512345678", &[(5, 0)]), Some(T0)).unwrap();
+            s.dispense(id, &disp(&[(0, 1)]), "k", CODE, Some(T0 + 1)).unwrap();
+            if i < 2 {
+                assert_eq!(journal.rotate().unwrap().0, i as u64 + 2);
+            }
+        }
+        all.iter().map(|id| s.get(id, Some(T0 + 2)).unwrap()).collect()
+    };
+    for n in 1..3 {
+        let path = journal::segment_path(dir.path(), n);
+        let bytes = std::fs::read(&path).unwrap();
+        let scanned = journal::scan_segment(&bytes, &path, false);
+        assert_eq!(scanned.map(|s| (s.end, s.records.len())), Ok((bytes.len(), 2)), "segment {n}");
+    }
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    assert_eq!(stat(&s, "recovered_records"), 6);
+    for (id, doc) in all.iter().zip(&docs) {
+        assert_eq!(&s.get(id, Some(T0 + 2)).unwrap(), doc);
+    }
 }
 
 // ---- property tests -----------------------------------------------------------------------
@@ -648,6 +1162,7 @@ enum Op {
     Consent { rx: usize, allowed: bool },
     Scan { rx: usize },
     Checkpoint,
+    Reopen,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -657,6 +1172,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize, any::<bool>()).prop_map(|(rx, allowed)| Op::Consent { rx, allowed }),
         1 => (0..3usize).prop_map(|rx| Op::Scan { rx }),
         1 => Just(Op::Checkpoint),
+        1 => Just(Op::Reopen),
     ]
 }
 
@@ -673,15 +1189,30 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn state_machine_matches_the_model_and_survives_reopen(ops in proptest::collection::vec(op(), 1..40)) {
+    fn state_machine_matches_the_model_and_survives_reopen(
+        ops in proptest::collection::vec(op(), 1..40), from_v2: bool, delay: bool,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let all = ids(3);
         let mut model: Vec<ModelRx> = Vec::new();
         let mut docs = Vec::new();
+        let sync = if delay { SyncPolicy::Delay(Duration::from_millis(1)) } else { SyncPolicy::Always };
+        let rec = |id: &RxId| record(id, "180027512345678", &[(3, 1), (2, 0)]);
+        if from_v2 {
+            // The creations are in a journal 2 segment (a data dir from before journal 3).
+            let mut seg = journal::SEGMENT_MAGIC_V2.to_vec();
+            for (lsn, id) in (1..).zip(&all) {
+                let ev = Event::Create { content: model::build_content(&rec(id), T0).unwrap() };
+                journal::frame(&mut seg, |o| ev.encode(lsn, o));
+            }
+            std::fs::write(journal::segment_path(dir.path(), 1), seg).unwrap();
+        }
         {
-            let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+            let mut s = Store::open(dir.path(), sync).unwrap();
             for id in &all {
-                s.create(&record(id, "180027512345678", &[(3, 1), (2, 0)]), Some(T0)).unwrap();
+                if !from_v2 {
+                    s.create(&rec(id), Some(T0)).unwrap();
+                }
                 model.push(ModelRx { remaining: vec![6, 2], ..ModelRx::default() });
             }
             for o in &ops {
@@ -720,6 +1251,14 @@ proptest! {
                         model[rx].scans += 1;
                     }
                     Op::Checkpoint => s.checkpoint().unwrap(),
+                    Op::Reopen => {
+                        let before: Vec<_> = all.iter().map(|id| (s.get(id, Some(T0 + 2)).unwrap(), s.access_log(id).unwrap())).collect();
+                        drop(s);
+                        s = Store::open(dir.path(), sync).unwrap();
+                        prop_assert_eq!(stat(&s, "truncated_bytes"), 0);
+                        let after: Vec<_> = all.iter().map(|id| (s.get(id, Some(T0 + 2)).unwrap(), s.access_log(id).unwrap())).collect();
+                        prop_assert_eq!(after, before);
+                    }
                 }
             }
             for (id, m) in all.iter().zip(&model) {
@@ -736,6 +1275,18 @@ proptest! {
         let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
         for (id, doc) in all.iter().zip(&docs) {
             prop_assert_eq!(&s.get(id, Some(T0 + 2)).unwrap(), doc);
+        }
+        prop_assert_eq!(stat(&s, "truncated_bytes"), 0);
+        // Segment 1 keeps its format (journal 2 is never appended to), every later one is
+        // journal 3.
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if name.starts_with("wal-") {
+                let head = std::fs::read(dir.path().join(&name)).unwrap()[..8].to_vec();
+                let v2 = from_v2 && name == "wal-0000000000000001.log";
+                let want = if v2 { journal::SEGMENT_MAGIC_V2 } else { journal::SEGMENT_MAGIC };
+                prop_assert_eq!(&head[..], &want[..], "{}", name);
+            }
         }
     }
 
