@@ -118,7 +118,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -497,6 +497,10 @@ struct Shared {
     wake: UnixStream,
     /// Whether anyone listens on the other end: no syscall per batch otherwise.
     wake_wanted: AtomicBool,
+    /// `State::durable_lsn`, readable without the lock: an event loop reads it after every
+    /// durable write it queues and every wake-up, and must not wait for the writer thread
+    /// (on the same core, that is a context switch) to let go of the state lock.
+    durable: AtomicU64,
 }
 
 impl Shared {
@@ -564,6 +568,7 @@ impl Journal {
             done: Condvar::new(),
             wake,
             wake_wanted: AtomicBool::new(false),
+            durable: AtomicU64::new(next_lsn - 1),
         });
         let s = shared.clone();
         let writer = Writer {
@@ -635,7 +640,9 @@ impl Journal {
     /// The highest LSN durable (per the policy) and applied, also after a failure (what was
     /// durable before it stays so). A closed journal has made everything durable.
     pub fn durable(&self) -> u64 {
-        self.shared.state.lock().durable_lsn
+        // Stored under the state lock right after `durable_lsn` (Release), so whoever reads
+        // this value also sees the batch applied to the index.
+        self.shared.durable.load(Ordering::Acquire)
     }
 
     /// A file descriptor that becomes readable each time [`Journal::durable`] may have
@@ -913,6 +920,7 @@ impl Writer {
                 let mut g = self.shared.state.lock();
                 if has_records {
                     g.durable_lsn = last;
+                    self.shared.durable.store(last, Ordering::Release);
                     g.stats.batches += 1;
                     g.stats.records += records;
                     g.stats.segment_bytes += written;
