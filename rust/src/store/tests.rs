@@ -1320,3 +1320,31 @@ proptest! {
         }
     }
 }
+
+/// Under `Always`, group commits start at least `COMMIT_WINDOW` apart: writers that come
+/// back to back share syncs instead of paying one each (fails if the window is removed on
+/// any disk that syncs faster than the window, as this project's VMs do).
+#[test]
+fn always_commits_start_at_least_a_commit_window_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
+    let all = ids(160);
+    let stat = |s: &Store, name: &str| s.stats().iter().find(|(k, _)| *k == name).unwrap().1;
+    let before = stat(&s, "batches");
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for chunk in all.chunks(20) {
+            let s = &s;
+            scope.spawn(move || {
+                for id in chunk {
+                    s.create(&record(id, "180027512345678", &[(1, 0)]), Some(T0)).unwrap();
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    let batches = stat(&s, "batches") - before;
+    let bound = (elapsed.as_secs_f64() / journal::COMMIT_WINDOW.as_secs_f64()).floor() as u64 + 1;
+    assert!(batches <= bound, "{batches} batches in {elapsed:?} (at most {bound})");
+    assert_eq!(s.len(), 160);
+}
