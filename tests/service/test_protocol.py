@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from ordonum.service.protocol import CoalescingProtocol, CoalescingTransport
+from ordonum.service.protocol import READ_AT, CoalescingProtocol, CoalescingTransport
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -174,3 +174,27 @@ def test_close_and_write_eof_flush_first() -> None:
         return inner
 
     assert asyncio.run(run()).writes == [b"abc", b"late"]
+
+
+def test_each_request_is_stamped_with_the_loop_time_its_bytes_were_read() -> None:
+    async def run() -> list[float]:
+        seen: list[float] = []
+
+        async def stamped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            seen.append(asyncio.get_running_loop().time() - scope[READ_AT])
+            await app(scope, receive, send)
+
+        config = Config(app=stamped, http=CoalescingProtocol, lifespan="off", log_level="warning")
+        config.load()
+        protocol = CoalescingProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+        protocol.connection_made(RecordingTransport())
+        protocol.data_received(GET + GET)  # pipelined: the second waits for the first
+        await asyncio.sleep(0.05)
+        protocol.data_received(GET)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return seen
+
+    seen = asyncio.run(run())
+    assert len(seen) == 3
+    assert all(0 <= waited < 0.04 for waited in seen), seen  # read then, not at connect

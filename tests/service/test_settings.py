@@ -59,6 +59,8 @@ def test_a_bad_value_names_its_variable(var: str, text: str, message: str) -> No
         ({"sync": "sometimes"}, "ORDONUM_SYNC must be 'always' or 'delay', got 'sometimes'"),
         ({"write_threads": 0}, "write_threads must be positive, got 0"),
         ({"rate": 0.0}, "rate must be positive, got 0.0"),
+        ({"max_queue_ms": -1.0}, "max_queue_ms must be 0 or more, got -1.0"),
+        ({"max_queue_ms": float("nan")}, "max_queue_ms must be 0 or more, got nan"),
     ],
 )
 def test_out_of_range_values_are_refused(kwargs: dict[str, object], message: str) -> None:

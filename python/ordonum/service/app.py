@@ -198,5 +198,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         metrics=metrics,
         max_body=settings.max_body,
         access_log=access_log,
+        max_queue=settings.max_queue_ms / 1000,
     )
     return app

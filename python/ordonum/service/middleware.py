@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ordonum.service.metrics import Metrics
 from ordonum.service.problems import PROBLEM_MEDIA_TYPE, problem_body
+from ordonum.service.protocol import READ_AT
 
 __all__ = ["AccessLog", "JsonFormatter", "RequestMiddleware", "configure_logging", "request_id"]
 
@@ -132,14 +133,34 @@ class _TooLarge(StarletteHTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
+#: Still served when overloaded: how the operator sees the overload.
+NEVER_SHED = frozenset({"/healthz", "/metrics"})
+
+
 class RequestMiddleware:
+    """Request ID, body limit, metrics, access log; and load shedding: a request that
+    waited more than ``max_queue`` seconds on the event loop between its first bytes being
+    parsed (the server protocol's :data:`~ordonum.service.protocol.READ_AT`) and reaching
+    here gets a 503 problem with ``Retry-After`` at once, without its work. Overloaded, the
+    service so refuses in a fraction of a request's cost what it cannot serve in time,
+    instead of answering everything later than the clients wait (they time out, retry, and
+    the queue grows). ``max_queue`` 0: never shed; ``/healthz`` and ``/metrics`` never are.
+    """
+
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_body: int, access_log: AccessLog | None
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body: int,
+        access_log: AccessLog | None,
+        max_queue: float = 0.0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
         self.access_log = access_log
+        self.max_queue = max_queue
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -182,7 +203,9 @@ class RequestMiddleware:
             return message
 
         try:
-            if length > max_body:
+            if self._overdue(scope):
+                await self._unavailable(send_wrapper)
+            elif length > max_body:
                 await self._too_large(send_wrapper)
             else:
                 try:
@@ -206,16 +229,42 @@ class RequestMiddleware:
                 )
             request_id.reset(token)
 
-    async def _too_large(self, send: Send) -> None:
-        body = problem_body(413, f"request body larger than {self.max_body} bytes")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+    def _overdue(self, scope: Scope) -> bool:
+        read_at = scope.get(READ_AT)
+        return (
+            read_at is not None
+            and self.max_queue > 0
+            and asyncio.get_running_loop().time() - read_at > self.max_queue
+            and scope["path"] not in NEVER_SHED
         )
-        await send({"type": "http.response.body", "body": body})
+
+    async def _unavailable(self, send: Send) -> None:
+        await _problem(
+            send,
+            503,
+            f"overloaded: this request waited more than {self.max_queue * 1000:g} ms to be "
+            "served; retry later",
+            [(b"retry-after", b"1")],
+        )
+
+    async def _too_large(self, send: Send) -> None:
+        await _problem(send, 413, f"request body larger than {self.max_body} bytes")
+
+
+async def _problem(
+    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer with a problem document straight from the middleware (no app, no route)."""
+    body = problem_body(status, detail)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or ()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -11,6 +11,10 @@ response is complete (uvicorn then calls ``on_response_complete``), and writes i
 call. Whatever is still held at the end of the current event loop iteration goes out then
 (a streamed body's chunks, a ``100 Continue``, an error answer before close): nothing waits
 longer than one iteration, and the order of bytes on the connection never changes.
+
+It also stamps each request's scope with the loop time its first bytes were parsed
+(:data:`READ_AT`): under overload, requests queue on the event loop, and the app sheds
+those that waited too long (see ``RequestMiddleware``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CoalescingProtocol", "CoalescingTransport"]
+__all__ = ["READ_AT", "CoalescingProtocol", "CoalescingTransport"]
+
+READ_AT = "ordonum.read_at"
+"""Scope key: the event loop's time (``loop.time()``) when the request's first bytes were
+parsed. The app tells from it how long the request waited for the loop (overload)."""
 
 
 class CoalescingTransport:
@@ -83,6 +91,10 @@ class CoalescingProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[READ_AT] = self.loop.time()  # type: ignore[literal-required]
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # type: ignore[attr-defined]

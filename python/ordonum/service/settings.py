@@ -20,6 +20,10 @@ variable                       meaning                                     defau
 ``ORDONUM_LOCKOUT_WINDOW``     ... within this many seconds ...            ``60``
 ``ORDONUM_LOCKOUT_SECONDS``    ... for this many seconds                   ``300``
 ``ORDONUM_MAX_BODY``           largest request body in bytes (413 above)   ``65536``
+``ORDONUM_MAX_QUEUE_MS``       overload: a request that waited longer      ``1000``
+                               than this between being read and being
+                               served gets 503 + Retry-After at once
+                               (0: never shed)
 ``ORDONUM_TOKEN_MAX_AGE``      largest age of a QR token in seconds        ``0`` (no limit:
                                (0: only the prescription's validity)       validity decides)
 ``ORDONUM_SYNC``               store durability: ``always`` or ``delay``   ``always``
@@ -80,6 +84,7 @@ class Settings:
     lockout_window: float = 60.0
     lockout_seconds: float = 300.0
     max_body: int = 65536
+    max_queue_ms: float = 1000.0
     token_max_age: float = 0.0
     sync: str = "always"
     write_threads: int = 64
@@ -118,6 +123,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.rate <= 0:
             raise ValueError(f"rate must be positive, got {self.rate!r}")
+        if not self.max_queue_ms >= 0:  # also refuses NaN
+            raise ValueError(f"max_queue_ms must be 0 or more, got {self.max_queue_ms!r}")
 
     @property
     def is_postgresql(self) -> bool:
@@ -168,6 +175,7 @@ class Settings:
             "lockout_window": "ORDONUM_LOCKOUT_WINDOW",
             "lockout_seconds": "ORDONUM_LOCKOUT_SECONDS",
             "max_body": "ORDONUM_MAX_BODY",
+            "max_queue_ms": "ORDONUM_MAX_QUEUE_MS",
             "token_max_age": "ORDONUM_TOKEN_MAX_AGE",
             "sync": "ORDONUM_SYNC",
             "write_threads": "ORDONUM_WRITE_THREADS",
