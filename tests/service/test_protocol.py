@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from ordonum.service.protocol import READ_AT, CoalescingProtocol, CoalescingTransport
+from ordonum.service.protocol import FLUSH_AT, READ_AT, CoalescingProtocol, CoalescingTransport
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -170,10 +170,25 @@ def test_close_and_write_eof_flush_first() -> None:
         assert inner.writes == [b"abc"]
         assert inner.closed
         outer.write(b"late")
-        await asyncio.sleep(0)  # the scheduled flush still sends what was written
+        await asyncio.sleep(0)  # the peer is gone: what is written after close is dropped
         return inner
 
-    assert asyncio.run(run()).writes == [b"abc", b"late"]
+    assert asyncio.run(run()).writes == [b"abc"]
+
+
+def test_a_large_write_goes_out_at_once_and_resets_the_count() -> None:
+    async def run() -> tuple[list[int], int]:
+        inner = RecordingTransport()
+        outer = CoalescingTransport(inner, asyncio.get_running_loop())
+        outer.write(b"h" * 100)
+        outer.write(b"b" * (FLUSH_AT - 100))  # reaches FLUSH_AT: both go out together now
+        sizes = [len(w) for w in inner.writes]
+        outer.write(b"tail")
+        return sizes, outer.get_write_buffer_size()
+
+    sizes, held = asyncio.run(run())
+    assert sizes == [FLUSH_AT]
+    assert held == 4
 
 
 def test_each_request_is_stamped_with_the_loop_time_its_bytes_were_read() -> None:

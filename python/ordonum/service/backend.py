@@ -162,10 +162,13 @@ class EmbeddedBackend:
     async def create(self, record: dict[str, Any], token: str, *, now_ms: int) -> bytes:
         # The token text goes into the store's record (one journal record, one fsync):
         # checked and queued here, awaited through the journal's wake-ups (no worker thread).
+        # The waiter first: it listens on the wake-up fd before the write is queued, so a
+        # journal failure after the submit always reaches it.
+        durable = self._durable()
         rx_id, lsn = self.store.create_submit(
             orjson.dumps({**record, "qr_token": token}), now_ms=now_ms
         )
-        await self._durable().wait(lsn)
+        await durable.wait(lsn)
         return self.store.get(rx_id, now_ms=now_ms)
 
     async def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes:
@@ -191,6 +194,7 @@ class EmbeddedBackend:
         now_ms: int | None = None,
     ) -> bytes:
         body = orjson.dumps(record)
+        durable = self._durable()  # before the submit, as in create
         submitted = self.store.dispense_submit(
             rx_id, body, idempotency_key=idempotency_key, access_code=access_code, now_ms=now_ms
         )
@@ -204,7 +208,7 @@ class EmbeddedBackend:
                 now_ms=now_ms,
             )
         answer, lsn = submitted
-        await self._durable().wait(lsn)
+        await durable.wait(lsn)
         return answer
 
     async def cancel(self, rx_id: str, *, prescriber_rpps: str, now_ms: int | None = None) -> str:

@@ -41,7 +41,8 @@ class DurableWaiter:
 
     def wait(self, lsn: int) -> asyncio.Future[None]:
         """A future done once ``lsn`` is durable (at once if it is already, or ``lsn`` is 0);
-        failed with the journal's ``StoreFailed`` if the journal fails before that."""
+        failed with the journal's ``StoreFailed`` if the journal fails before that. The
+        waiter must exist before the write behind ``lsn`` is queued (it listens from then)."""
         fut: asyncio.Future[None] = self.loop.create_future()
         if self._closed:
             fut.set_exception(StoreFailed("the store's durability waiter is closed"))
@@ -52,8 +53,9 @@ class DurableWaiter:
         else:
             # No call into the store to check for a failure: the write behind ``lsn`` was
             # accepted, so the journal had not failed when it was queued, and a failure
-            # after that writes a wake-up byte, read (and this future failed) in a later
-            # loop iteration. Only a failure already seen fails it at once (above).
+            # after that writes a wake-up byte (this waiter listened before the write was
+            # queued: callers make it first), read in a later loop iteration, which fails
+            # this future. Only a failure already seen fails it at once (above).
             heapq.heappush(self._heap, (lsn, next(self._order), fut))
         return fut
 

@@ -139,7 +139,7 @@ NEVER_SHED = frozenset({"/healthz", "/metrics"})
 
 class RequestMiddleware:
     """Request ID, body limit, metrics, access log; and load shedding: a request that
-    waited more than ``max_queue`` seconds on the event loop between its first bytes being
+    waited more than ``max_queue`` seconds on the event loop between its headers being
     parsed (the server protocol's :data:`~ordonum.service.protocol.READ_AT`) and reaching
     here gets a 503 problem with ``Retry-After`` at once, without its work. Overloaded, the
     service so refuses in a fraction of a request's cost what it cannot serve in time,

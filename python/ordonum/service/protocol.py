@@ -13,7 +13,7 @@ call. Whatever is still held at the end of the current event loop iteration goes
 (a streamed body's chunks, a ``100 Continue``, an error answer before close): nothing waits
 longer than one iteration, and the order of bytes on the connection never changes.
 
-It also stamps each request's scope with the loop time its first bytes were parsed
+It also stamps each request's scope with the loop time its headers were parsed
 (:data:`READ_AT`): under overload, requests queue on the event loop, and the app sheds
 those that waited too long (see ``RequestMiddleware``).
 """
@@ -25,11 +25,15 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["READ_AT", "CoalescingProtocol", "CoalescingTransport"]
+__all__ = ["FLUSH_AT", "READ_AT", "CoalescingProtocol", "CoalescingTransport"]
 
 READ_AT = "ordonum.read_at"
-"""Scope key: the event loop's time (``loop.time()``) when the request's first bytes were
-parsed. The app tells from it how long the request waited for the loop (overload)."""
+"""Scope key: the event loop's time (``loop.time()``) when the request's headers were parsed.
+The app tells from it how long the request waited for the loop (overload); a pipelined
+request also counts the time the requests before it on its connection took."""
+
+FLUSH_AT = 64 * 1024
+"""Held bytes past which a write goes out at once (a large or streamed body)."""
 
 
 class CoalescingTransport:
@@ -37,17 +41,21 @@ class CoalescingTransport:
     protocol calls at the end of each response, and which is scheduled on the loop at the
     first held write (so nothing is held past the current iteration)."""
 
-    __slots__ = ("_held", "_loop", "_scheduled", "transport")
+    __slots__ = ("_held", "_loop", "_scheduled", "_size", "transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
         self._loop = loop
         self._held: list[bytes] = []
+        self._size = 0
         self._scheduled = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._held.append(bytes(data))
-        if not self._scheduled:
+        self._size += len(data)
+        if self._size >= FLUSH_AT:  # a large or streamed body: uvicorn's flow control decides
+            self.flush()
+        elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush_soon)
 
@@ -61,7 +69,9 @@ class CoalescingTransport:
         if held:
             data = held[0] if len(held) == 1 else b"".join(held)
             held.clear()
-            self.transport.write(data)
+            self._size = 0
+            if not self.transport.is_closing():  # the peer went away: nobody to send it to
+                self.transport.write(data)
 
     def _flush_soon(self) -> None:
         self._scheduled = False
@@ -77,10 +87,11 @@ class CoalescingTransport:
 
     def abort(self) -> None:
         self._held.clear()
+        self._size = 0
         self.transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        return sum(map(len, self._held)) + self.transport.get_write_buffer_size()
+        return self._size + self.transport.get_write_buffer_size()
 
     def __getattr__(self, name: str) -> Any:  # is_closing, pause_reading, get_extra_info...
         return getattr(self.transport, name)
@@ -93,9 +104,10 @@ class CoalescingProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
+    def on_headers_complete(self) -> None:
+        # Headers parsed, not first bytes: a slow client's upload is not the loop's queue.
         self.scope[READ_AT] = self.loop.time()  # type: ignore[literal-required]
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # type: ignore[attr-defined]

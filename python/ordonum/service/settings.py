@@ -21,8 +21,9 @@ variable                       meaning                                     defau
 ``ORDONUM_LOCKOUT_SECONDS``    ... for this many seconds                   ``300``
 ``ORDONUM_MAX_BODY``           largest request body in bytes (413 above)   ``65536``
 ``ORDONUM_MAX_QUEUE_MS``       overload: a request that waited longer      ``1000``
-                               than this between being read and being
-                               served gets 503 + Retry-After at once
+                               than this between its headers being
+                               parsed and being served gets 503 +
+                               Retry-After at once
                                (0: never shed)
 ``ORDONUM_TOKEN_MAX_AGE``      largest age of a QR token in seconds        ``0`` (no limit:
                                (0: only the prescription's validity)       validity decides)

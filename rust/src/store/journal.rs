@@ -111,7 +111,8 @@
 //! a crash of the process or of the machine may lose the access-log entries of scans
 //! acknowledged in the last commit window (those still in the buffer or in the batch being
 //! written and synced: under `Always` at most one [`COMMIT_WINDOW`] plus one fdatasync,
-//! ~1-5 ms; under `Delay(d)` up
+//! ~1-5 ms, and when a chunk of zeros is due, its zero-fill too (~5 ms per 4 MiB of
+//! journal); under `Delay(d)` up
 //! to `d` more for a machine crash). Never more: any write acknowledged after a scan has a
 //! higher LSN, so once it is durable the scan is too. A scan is refused like every write
 //! once the journal has failed or is closed (it never skips its log); if the journal fails
@@ -682,12 +683,15 @@ impl Journal {
         let mut lsn = g.next_lsn;
         g.next_lsn += events.len() as u64;
         g.buf_records += events.len() as u64;
+        let was_empty = !g.pending();
         for ev in events {
             frame(&mut g.buf, |out| ev.encode(lsn, out));
             g.events.push((lsn, ev));
             lsn += 1;
         }
-        self.shared.work.notify_one();
+        if was_empty {
+            self.shared.work.notify_one(); // see frame_next
+        }
         drop(g);
         self.wait(lsn - 1)
     }
@@ -696,7 +700,8 @@ impl Journal {
     /// access-log entry) and returns its LSN at once: it waits neither for the `write` nor
     /// for the fdatasync. The writer takes the record with its next batch, so it is written
     /// within one commit window (at most [`COMMIT_WINDOW`] plus the batch being written or
-    /// synced at the time: ~1-5 ms) and synced with that batch. Refused, like every
+    /// synced at the time: ~1-5 ms, plus a zero-fill when one is due) and synced with that
+    /// batch. Refused, like every
     /// write, once the journal has failed or is closed. Called with the prescription's shard
     /// lock held (lock order: shard, then journal; the writer never holds both).
     pub fn append(&self, ev: &Event) -> Result<u64, StoreError> {
@@ -709,9 +714,15 @@ impl Journal {
         Journal::refuse(g)?;
         let lsn = g.next_lsn;
         g.next_lsn += 1;
+        let was_empty = !g.pending();
         frame(&mut g.buf, |out| ev.encode(lsn, out));
         g.buf_records += 1;
-        self.shared.work.notify_one();
+        if was_empty {
+            // Only the first record of a batch wakes the writer: it waits for work only when
+            // nothing is pending, and sleeps out its commit window when something is (a
+            // wake-up per record there would wake it only to sleep again).
+            self.shared.work.notify_one();
+        }
         Ok(lsn)
     }
 
@@ -984,8 +995,9 @@ impl Writer {
             }
             if rotate {
                 // The segment ends here: its zeros go, since recovery reads every segment but
-                // the last as whole batches. Everything in it is synced already.
-                if let Err(e) = self.file.set_len(self.pos).and_then(|()| self.file.sync_data()) {
+                // the last as whole batches. Everything in it is synced already; `sync_all`,
+                // not `sync_data`: the new size must be durable before the next segment is.
+                if let Err(e) = self.file.set_len(self.pos).and_then(|()| self.file.sync_all()) {
                     return self.fail(io_failed("truncation", &path, &e));
                 }
                 let next = self.segment + 1;
