@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import loadkit
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 DURATION = int(os.environ.get("BENCH_HTTP_SECONDS", "10"))
@@ -127,12 +129,6 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (every thread), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wrk(
     url: str,
     script: Path | None = None,
@@ -142,7 +138,7 @@ def wrk(
 ) -> dict[str, float]:
     """One wrk run; with ``server``, also that process's CPU time per request (µs): unlike
     req/s, it barely moves when something else shares the machine."""
-    before = cpu_seconds(server.pid) if server is not None else math.nan
+    before = loadkit.cpu_seconds(server.pid) if server is not None else math.nan
     cmd = [*pin(1), "wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency"]
     if script:
         cmd += ["-s", str(script)]
@@ -152,7 +148,7 @@ def wrk(
     out = subprocess.run(
         cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}
     ).stdout
-    after = cpu_seconds(server.pid) if server is not None else math.nan
+    after = loadkit.cpu_seconds(server.pid) if server is not None else math.nan
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def ms(label: str) -> float:

@@ -213,24 +213,6 @@ class CpuSampler(threading.Thread):
         self._halt = threading.Event()
 
     @staticmethod
-    def _cpu_s(pid: int) -> float:
-        import psutil
-
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return math.nan
-        total = 0.0
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-        return total
-
-    @staticmethod
     def _busy_s() -> float:
         import psutil
 
@@ -238,7 +220,7 @@ class CpuSampler(threading.Thread):
         return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
     def _all(self) -> dict[str, float]:
-        cur = {k: self._cpu_s(p) for k, p in self.pids.items()}
+        cur = {k: loadkit.cpu_seconds(p) for k, p in self.pids.items()}
         cur["machine"] = self._busy_s()
         return cur
 

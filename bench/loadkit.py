@@ -54,6 +54,26 @@ import sizing  # noqa: E402
 # --- identifiers with their check keys ---------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its descendants so far (every
+    thread); NaN if it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return math.nan
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def luhn_key(body: str) -> str:
     """The Luhn check digit to append to ``body`` (digits only)."""
     total = 0

@@ -808,6 +808,17 @@ fn a_torn_multi_page_batch_is_a_torn_tail_not_corruption() {
     }
 }
 
+/// A fresh data dir whose only segment is `bytes` with `mask` flipped in byte `off`, and
+/// that segment's path.
+fn with_flipped_bit(bytes: &[u8], off: usize, mask: u8) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = bytes.to_vec();
+    b[off] ^= mask;
+    let path = journal::segment_path(dir.path(), 1);
+    std::fs::write(&path, &b).unwrap();
+    (dir, path)
+}
+
 #[test]
 fn flipped_bit_in_the_last_batch_truncates_in_an_earlier_one_refuses() {
     let src = tempfile::tempdir().unwrap();
@@ -816,21 +827,14 @@ fn flipped_bit_in_the_last_batch_truncates_in_an_earlier_one_refuses() {
     let (bytes, starts) = (&img.bytes, &img.batches);
     let n = starts.len();
     // Tail: a bit of the last batch -> that batch is dropped, the rest comes back.
-    let dir = tempfile::tempdir().unwrap();
-    let mut b = bytes.clone();
-    b[starts[n - 1] + 20] ^= 0x10;
-    std::fs::write(journal::segment_path(dir.path(), 1), &b).unwrap();
+    let (dir, _) = with_flipped_bit(bytes, starts[n - 1] + 20, 0x10);
     let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
     assert_eq!(docs(&s, &all), expected_after(&all, n - 1));
     drop(s);
     // Middle: a bit of the second batch (header, record header, payload, last byte), valid
     // batches after it -> open fails, naming the file and the offset of the bad batch.
     for off in [starts[1], starts[1] + 3, starts[1] + 9, starts[1] + 20, starts[2] - 1] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut b = bytes.clone();
-        b[off] ^= 0x01;
-        let path = journal::segment_path(dir.path(), 1);
-        std::fs::write(&path, &b).unwrap();
+        let (dir, path) = with_flipped_bit(bytes, off, 0x01);
         let err = Store::open(dir.path(), SyncPolicy::Always).err().unwrap();
         assert_eq!(
             err,
@@ -854,19 +858,12 @@ fn flipped_bit_in_a_journal_2_segment_truncates_at_the_end_refuses_in_the_middle
     let all = ids(3);
     let (bytes, starts) = v2_segment(&journal_with(tempfile::tempdir().unwrap().path(), &all));
     let n = starts.len();
-    let dir = tempfile::tempdir().unwrap();
-    let mut b = bytes.clone();
-    b[starts[n - 1] + 12] ^= 0x10;
-    std::fs::write(journal::segment_path(dir.path(), 1), &b).unwrap();
+    let (dir, _) = with_flipped_bit(&bytes, starts[n - 1] + 12, 0x10);
     let s = Store::open(dir.path(), SyncPolicy::Always).unwrap();
     assert_eq!(docs(&s, &all), expected_after(&all, n - 1));
     drop(s);
     for off in [starts[1], starts[1] + 3, starts[1] + 9, starts[2] - 1] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut b = bytes.clone();
-        b[off] ^= 0x01;
-        let path = journal::segment_path(dir.path(), 1);
-        std::fs::write(&path, &b).unwrap();
+        let (dir, path) = with_flipped_bit(&bytes, off, 0x01);
         let err = Store::open(dir.path(), SyncPolicy::Always).err().unwrap();
         assert_eq!(
             err,
