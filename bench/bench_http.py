@@ -8,7 +8,7 @@ CPU 1 (``taskset``) so they do not fight over one core. Runs:
 - ``fastapi pydantic``: the same lookup returned through a pydantic response model;
 - ``ordonum scan token``: ``POST /v1/scan`` with QR tokens of 5,000 prescriptions in turn
   (bearer JWT verified once then cached; each token's Ed25519 signature checked the first
-  time its text is seen, then remembered by ``TokenVerifier`` as on a real counter, where the
+  time its text is seen, then remembered by ``ordonum.TokenCache`` as on a real counter, where the
   dispensations resend the scanned token);
 - ``ordonum scan manual``: ``POST /v1/scan`` with ID + access code;
 - ``ordonum dispense``: ``POST /v1/prescriptions/{id}/dispensations`` over 500

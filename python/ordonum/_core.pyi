@@ -384,6 +384,45 @@ class Token:
     def __eq__(self, value: object, /) -> bool: ...
     __hash__: ClassVar[None]  # type: ignore[assignment]
 
+@final
+class TokenCache:
+    """:func:`verify_token` against one key ring, remembering the texts it accepted.
+
+    A text accepted before is accepted again without its Ed25519 check (~50 µs), after the
+    checks that can change: its kid still active in :attr:`keyring` (not revoked since) and
+    its age within the ring's ``max_age`` now. That is exactly what a full check would decide:
+    a signature over an exact text never stops being valid, and a ring never binds an active
+    kid to another key. A refused text is never remembered (it is checked in full again). At
+    most ``size`` texts are kept, the oldest remembered forgotten first. The memory is held in
+    Rust: nothing remembered is a Python object for the garbage collector to walk.
+
+    ``ValueError`` if ``size`` is less than 1. Thread-safe; the GIL is released during a check.
+    """
+
+    def __new__(cls, keyring: KeyRing, size: int = 100_000) -> TokenCache: ...
+    def verify(self, text: str) -> Token:
+        """As ``verify_token(text, self.keyring)``; :class:`InvalidToken` if refused."""
+
+    def verify_at(self, text: str, now: datetime) -> Token:
+        """As ``verify_token_at(text, self.keyring, now)``."""
+
+    @property
+    def keyring(self) -> KeyRing: ...
+    @property
+    def size(self) -> int:
+        """The most texts remembered at once."""
+
+    @property
+    def hits(self) -> int:
+        """Texts accepted from memory, without a signature check."""
+
+    @property
+    def checks(self) -> int:
+        """Texts accepted after a full check (then remembered)."""
+
+    def __len__(self) -> int:
+        """Texts remembered now."""
+
 def issue_token(key: SigningKey, rx_id: str) -> Token:
     """Sign a token for ``rx_id`` with a fresh access code, issued now.
 

@@ -37,7 +37,7 @@
 //! with a small-order R, which only the key's holder can make, and every key in a ring is
 //! checked to be neither weak nor of mixed order when it is added.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -113,6 +113,8 @@ pub enum KeyError {
     /// The kid is active with a different key.
     Taken(Kid),
     MaxAge,
+    /// A token cache must hold at least one text.
+    CacheSize,
 }
 
 impl fmt::Display for KeyError {
@@ -132,6 +134,7 @@ impl fmt::Display for KeyError {
             KeyError::Random => f.write_str("the operating system's random generator failed"),
             KeyError::Revoked(k) => write!(f, "kid {k} is revoked and cannot be used again"),
             KeyError::Taken(k) => write!(f, "kid {k} is already in the ring with another key"),
+            KeyError::CacheSize => f.write_str("size must be at least 1, got 0"),
             KeyError::MaxAge => f.write_str("max_age must be a positive number of seconds"),
         }
     }
@@ -627,6 +630,142 @@ impl KeyRing {
     }
 }
 
+/// Token texts a [`KeyRing`] accepted, so that the same exact text is accepted again
+/// without its signature being checked.
+///
+/// A visit at the pharmacy counter sends one QR token two to four times (the scan, then each
+/// dispensation request), and the Ed25519 check is most of a verification's cost. A
+/// signature over an exact text never stops being valid, and a ring never binds an active
+/// kid to another key (it refuses a second key for a kid, and a revoked kid for good), so a
+/// remembered text is accepted again after the checks that can change: its kid still active
+/// in the ring, its age within the ring's maximum at `now`. That is exactly the decision a
+/// full verification would make. A refused text is never remembered. At most `size` texts
+/// are kept; the oldest remembered goes first.
+///
+/// Held in Rust rather than in a Python dict: a remembered token is then no Python object,
+/// so the interpreter's cyclic collector has nothing to walk (measured in the service: the
+/// dict of `Token` objects made each young-generation collection a 30 ms pause).
+pub struct TokenCache {
+    size: usize,
+    /// text -> (token, insertion number)
+    known: HashMap<Box<str>, (Token, u64)>,
+    /// (insertion number, text), oldest first; an entry whose number no longer matches
+    /// `known` was forgotten early (its kid revoked, or too old) and is skipped.
+    order: VecDeque<(u64, Box<str>)>,
+    next: u64,
+    hits: u64,
+    checks: u64,
+}
+
+/// Counts only: the texts carry access codes.
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("size", &self.size)
+            .field("len", &self.known.len())
+            .field("hits", &self.hits)
+            .field("checks", &self.checks)
+            .finish()
+    }
+}
+
+impl TokenCache {
+    /// A cache of at most `size` texts (at least 1).
+    pub fn new(size: usize) -> Result<TokenCache, KeyError> {
+        if size == 0 {
+            return Err(KeyError::CacheSize);
+        }
+        Ok(TokenCache {
+            size,
+            known: HashMap::new(),
+            order: VecDeque::new(),
+            next: 0,
+            hits: 0,
+            checks: 0,
+        })
+    }
+
+    /// The remembered token of `text` if `ring` would accept it at `now_ms`; a remembered
+    /// text it would not accept any more is forgotten (the caller then checks it in full,
+    /// which says why).
+    pub fn lookup(&mut self, ring: &KeyRing, text: &str, now_ms: i64) -> Option<Token> {
+        let (token, _) = self.known.get(text)?;
+        if ring.active.contains_key(&token.kid) && ring.check_age(token, now_ms).is_ok() {
+            self.hits += 1;
+            return Some(token.clone());
+        }
+        self.known.remove(text);
+        None
+    }
+
+    /// Remembers `token`, which `ring` just accepted in full for `text`.
+    pub fn remember(&mut self, text: &str, token: &Token) {
+        self.checks += 1;
+        if self.known.contains_key(text) {
+            return;
+        }
+        while self.known.len() >= self.size {
+            match self.order.pop_front() {
+                Some((n, old)) => {
+                    if self.known.get(&old).is_some_and(|(_, m)| *m == n) {
+                        self.known.remove(&old);
+                    }
+                }
+                None => break, // unreachable: every remembered text has its entry
+            }
+        }
+        // Entries forgotten early stay in `order` until they reach its front: keep it
+        // within twice the size.
+        if self.order.len() >= 2 * self.size {
+            let known = &self.known;
+            self.order.retain(|(n, t)| known.get(t).is_some_and(|(_, m)| m == n));
+        }
+        let n = self.next;
+        self.next += 1;
+        let text: Box<str> = text.into();
+        self.known.insert(text.clone(), (token.clone(), n));
+        self.order.push_back((n, text));
+    }
+
+    /// [`KeyRing::verify_at`], remembering what it accepts.
+    pub fn verify_at(
+        &mut self,
+        ring: &KeyRing,
+        text: &str,
+        now_ms: i64,
+    ) -> Result<Token, TokenError> {
+        if let Some(t) = self.lookup(ring, text, now_ms) {
+            return Ok(t);
+        }
+        let t = ring.verify_at(text, now_ms)?;
+        self.remember(text, &t);
+        Ok(t)
+    }
+
+    /// Texts remembered now.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Texts accepted from memory, without a signature check.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    /// Texts accepted after a full check (then remembered).
+    pub fn checks(&self) -> u64 {
+        self.checks
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -866,5 +1005,92 @@ mod tests {
             let m = String::from_utf8(b).unwrap();
             prop_assert!(ring(&[&k]).verify_at(&m, NOW).is_err());
         }
+    }
+
+    #[test]
+    fn token_cache_checks_a_text_once_and_refusals_never() {
+        let k = key("FR01", 1);
+        let r = ring(&[&k]);
+        let mut c = TokenCache::new(10).unwrap();
+        let t = k.issue_at(some_id(), NOW).unwrap();
+        let text = t.text();
+        for _ in 0..3 {
+            assert_eq!(c.verify_at(&r, &text, NOW).unwrap(), t);
+        }
+        assert_eq!((c.checks(), c.hits(), c.len()), (1, 2, 1));
+        let mut forged = text.clone().into_bytes();
+        let last = forged.len() - 1;
+        forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+        let forged = String::from_utf8(forged).unwrap();
+        for _ in 0..2 {
+            assert!(c.verify_at(&r, &forged, NOW).is_err());
+        }
+        assert_eq!((c.checks(), c.hits(), c.len()), (1, 2, 1));
+        assert_eq!(TokenCache::new(0).unwrap_err(), KeyError::CacheSize);
+    }
+
+    #[test]
+    fn token_cache_decides_as_a_full_check_after_revocation_and_in_time() {
+        let k = key("FR01", 1);
+        let mut r = ring(&[&k]);
+        let mut c = TokenCache::new(10).unwrap();
+        let text = k.issue_at(some_id(), NOW).unwrap().text();
+        c.verify_at(&r, &text, NOW).unwrap();
+        // too old, then in the future: refused from memory as by a full check
+        r.set_max_age_ms(Some(60_000));
+        assert!(c.verify_at(&r, &text, NOW + 30_000).is_ok());
+        let late = c.verify_at(&r, &text, NOW + 61_000).unwrap_err();
+        assert_eq!(late, r.verify_at(&text, NOW + 61_000).unwrap_err());
+        assert!(c.is_empty());
+        c.verify_at(&r, &text, NOW).unwrap();
+        let early = NOW - FUTURE_SKEW_MS - 1000;
+        assert_eq!(
+            c.verify_at(&r, &text, early).unwrap_err(),
+            r.verify_at(&text, early).unwrap_err()
+        );
+        // revoked
+        c.verify_at(&r, &text, NOW).unwrap();
+        r.revoke(k.verifying_key().kid);
+        assert_eq!(
+            c.verify_at(&r, &text, NOW).unwrap_err(),
+            TokenError::RevokedKid(k.verifying_key().kid)
+        );
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn token_cache_forgets_the_oldest_first_and_stays_bounded() {
+        let k = key("FR01", 1);
+        let mut r = ring(&[&k]);
+        let g = IdGenerator::new(42).unwrap();
+        let texts: Vec<String> = (0..4)
+            .map(|_| k.issue_at(g.next_at(NOW as u64).unwrap(), NOW).unwrap().text())
+            .collect();
+        let (a, b, cc) = (&texts[0], &texts[1], &texts[2]);
+        let mut c = TokenCache::new(2).unwrap();
+        for t in [a, b, cc, cc, b, a] {
+            c.verify_at(&r, t, NOW).unwrap();
+        }
+        // a, b, c checked; c and b from memory; a was forgotten when c came
+        assert_eq!((c.checks(), c.hits(), c.len()), (4, 2, 2));
+        // forgotten early (too old), then remembered again: its new place counts, not its
+        // first one
+        r.set_max_age_ms(Some(1000));
+        assert!(c.verify_at(&r, b, NOW + 5000).is_err());
+        r.set_max_age_ms(None);
+        c.verify_at(&r, b, NOW).unwrap(); // checked again, now the newest
+        c.verify_at(&r, &texts[3], NOW).unwrap(); // evicts a (older), not b
+        let before = c.checks();
+        c.verify_at(&r, b, NOW).unwrap();
+        assert_eq!(c.checks(), before, "b must still be remembered");
+        // churn through forgotten-early entries: the order queue stays within twice the size
+        for _ in 0..50 {
+            r.set_max_age_ms(Some(1000));
+            let _ = c.verify_at(&r, b, NOW + 5000);
+            r.set_max_age_ms(None);
+            c.verify_at(&r, b, NOW).unwrap();
+        }
+        assert!(c.order.len() <= 2 * c.size());
+        assert!(c.len() <= c.size());
     }
 }

@@ -22,20 +22,19 @@ import base64
 import json
 import logging
 import os
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ordonum import KeyRing, SigningKey, Token, verify_token
+from ordonum import KeyRing, SigningKey, Token, TokenCache
 
 __all__ = [
     "DEFAULT_QR_KID",
     "IDP_KID",
     "QrKeys",
-    "TokenVerifier",
     "ensure_keys",
     "load_idp_key",
     "load_qr_keys",
@@ -47,56 +46,22 @@ DEFAULT_QR_KID = "DEV1"
 IDP_KID = "ordonum-dev-idp-1"
 
 
-class TokenVerifier:
-    """:func:`ordonum.verify_token` against one key ring, remembering the texts it accepted.
-
-    A visit at the counter sends the same QR token two to four times (the scan, then each
-    dispensation request), and the Ed25519 check (~50 µs) was the largest single cost of a
-    scan. An exact text accepted before is accepted again without its signature being
-    checked, after the checks that can change with time or with the ring: its kid still
-    trusted (not revoked since), its age still within the ring's ``max_age``. A text that
-    failed is not remembered (it is checked again, like any other). At most ``size`` texts
-    are kept, the oldest forgotten first.
-    """
-
-    def __init__(self, keyring: KeyRing, size: int = 100_000) -> None:
-        if size < 1:
-            raise ValueError(f"size must be at least 1, got {size}")
-        self.keyring = keyring
-        self.size = size
-        self._accepted: dict[str, tuple[Token, float]] = {}  # text -> token, issued (Unix s)
-
-    def __call__(self, text: str) -> Token:
-        hit = self._accepted.get(text)
-        if hit is not None:
-            token, issued = hit
-            ring = self.keyring
-            max_age = ring.max_age
-            if token.kid in ring.kids and (max_age is None or time.time() - issued <= max_age):
-                return token
-            del self._accepted[text]  # revoked or too old now: the full check says why
-        token = verify_token(text, self.keyring)
-        accepted = self._accepted
-        if len(accepted) >= self.size:
-            del accepted[next(iter(accepted))]
-        accepted[text] = (token, token.issued_at.timestamp())
-        return token
-
-    def __len__(self) -> int:
-        return len(self._accepted)
-
-
 @dataclass(frozen=True)
 class QrKeys:
     """The active QR signing key and the ring of every trusted QR verifying key."""
 
     signing: SigningKey
     keyring: KeyRing
-    verify: TokenVerifier = field(init=False)
-    """Checks a token text against ``keyring`` (see :class:`TokenVerifier`)."""
+    tokens: TokenCache = field(init=False)
+    """What :attr:`verify` accepted (a visit at the counter sends one QR token two to four
+    times: the scan, then each dispensation; see :class:`ordonum.TokenCache`)."""
+    verify: Callable[[str], Token] = field(init=False)
+    """Checks a token text against ``keyring``: ``tokens.verify``."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "verify", TokenVerifier(self.keyring))
+        tokens = TokenCache(self.keyring)
+        object.__setattr__(self, "tokens", tokens)
+        object.__setattr__(self, "verify", tokens.verify)
 
 
 def _create(path: Path, data: bytes, mode: int) -> None:

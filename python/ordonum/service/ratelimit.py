@@ -30,35 +30,43 @@ class RateLimiter:
         self.burst = float(burst)
         self._max_keys = max_keys
         self._clock = clock
-        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, last refill time]
+        # key -> tokens left, key -> last refill time. Two dicts of floats rather than a
+        # [tokens, time] list per key: a dict holding only floats is not tracked by the
+        # cyclic garbage collector, whereas 10^4-10^5 long-lived lists were walked by every
+        # young-generation collection (a pause for every request in flight).
+        self._tokens: dict[str, float] = {}
+        self._last: dict[str, float] = {}
 
     def take(self, key: str) -> float:
         """Take one token for ``key``: 0.0 if allowed, else the seconds to wait."""
         now = self._clock()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) >= self._max_keys:
+        left = self._tokens.get(key)
+        if left is None:
+            if len(self._tokens) >= self._max_keys:
                 self._prune(now)
-            self._buckets[key] = [self.burst - 1.0, now]
+            self._tokens[key] = self.burst - 1.0
+            self._last[key] = now
             return 0.0
-        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
-        bucket[1] = now
+        tokens = min(self.burst, left + (now - self._last[key]) * self.rate)
+        self._last[key] = now
         if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
+            self._tokens[key] = tokens - 1.0
             return 0.0
-        bucket[0] = tokens
+        self._tokens[key] = tokens
         return (1.0 - tokens) / self.rate
 
     def _prune(self, now: float) -> None:
+        last = self._last
         full = [
             k
-            for k, (tokens, last) in self._buckets.items()
-            if tokens + (now - last) * self.rate >= self.burst
+            for k, tokens in self._tokens.items()
+            if tokens + (now - last[k]) * self.rate >= self.burst
         ]
         for k in full:
-            del self._buckets[k]
-        while len(self._buckets) >= self._max_keys:
-            del self._buckets[next(iter(self._buckets))]
+            del self._tokens[k], last[k]
+        while len(self._tokens) >= self._max_keys:
+            k = next(iter(self._tokens))
+            del self._tokens[k], last[k]
 
 
 class Lockout:

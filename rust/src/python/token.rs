@@ -1,12 +1,12 @@
 //! Bindings for [`crate::token`]: `SigningKey`, `VerifyingKey`, `KeyRing`, `Token`,
-//! `issue_token[_at]`, `issue_tokens[_at]`, `verify_token[_at]`, `verify_tokens`, `diagnose_token`,
-//! `parse_access_code`.
+//! `TokenCache`, `issue_token[_at]`, `issue_tokens[_at]`, `verify_token[_at]`, `verify_tokens`,
+//! `diagnose_token`, `parse_access_code`.
 //!
 //! Every verification failure becomes the same `InvalidToken(INVALID_TOKEN)`; the reason
 //! only comes out of `diagnose_token`. The key ring sits behind a `RwLock` that is only
 //! taken with the interpreter detached.
 
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -16,7 +16,9 @@ use super::errors::{InvalidId, InvalidToken};
 use super::id::{ascii, id_arg, str_arg};
 use crate::access::{AccessCode, AccessCodeError};
 use crate::id::{unix_now_ms, RxId};
-use crate::token::{self, KeyError, KeyRing, Kid, SigningKey, Token, TokenError, VerifyingKey};
+use crate::token::{
+    self, KeyError, KeyRing, Kid, SigningKey, Token, TokenCache, TokenError, VerifyingKey,
+};
 
 /// The one message of every `InvalidToken`.
 const INVALID_TOKEN: &str = "invalid prescription token";
@@ -359,6 +361,99 @@ fn verify(
     Ok(PyToken(py.detach(|| ring.read().verify_at(text, now))?))
 }
 
+/// `verify_token` against one key ring, remembering the texts it accepted (see
+/// [`TokenCache`]): a text accepted before is accepted again without its signature check,
+/// after the checks that can change (kid still active, age). Nothing remembered is a Python
+/// object, so the cyclic garbage collector never walks it.
+#[pyclass(name = "TokenCache", module = "ordonum._core", frozen)]
+pub struct PyTokenCache {
+    keyring: Py<PyKeyRing>,
+    cache: Mutex<TokenCache>,
+}
+
+impl PyTokenCache {
+    // Every update is one insertion or removal: a poisoned lock leaves nothing half-done.
+    fn lock(&self) -> MutexGuard<'_, TokenCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn verify_at(&self, py: Python<'_>, text: &Bound<'_, PyAny>, now: i64) -> PyResult<PyToken> {
+        let text = str_arg(text, "token")?;
+        let ring = self.keyring.get();
+        // Memory first (a hash lookup: the interpreter stays attached); the lock is never
+        // held while waiting for the interpreter, so attached or not it cannot deadlock.
+        if let Some(t) = self.lock().lookup(&ring.read(), text, now) {
+            return Ok(PyToken(t));
+        }
+        let token = py.detach(|| ring.read().verify_at(text, now))?;
+        self.lock().remember(text, &token);
+        Ok(PyToken(token))
+    }
+}
+
+#[pymethods]
+impl PyTokenCache {
+    #[new]
+    #[pyo3(signature = (keyring, size = 100_000))]
+    fn py_new(keyring: Py<PyKeyRing>, size: usize) -> PyResult<Self> {
+        Ok(PyTokenCache { keyring, cache: Mutex::new(TokenCache::new(size)?) })
+    }
+
+    /// The token of `text` if `keyring` accepts it now.
+    fn verify(&self, py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<PyToken> {
+        self.verify_at(py, text, unix_now_ms() as i64)
+    }
+
+    /// The token of `text` if `keyring` accepts it at `now` (an aware datetime).
+    #[pyo3(name = "verify_at")]
+    fn py_verify_at(
+        &self,
+        py: Python<'_>,
+        text: &Bound<'_, PyAny>,
+        now: &Bound<'_, PyAny>,
+    ) -> PyResult<PyToken> {
+        let now = now_arg(now)?;
+        self.verify_at(py, text, now)
+    }
+
+    #[getter]
+    fn keyring(&self, py: Python<'_>) -> Py<PyKeyRing> {
+        self.keyring.clone_ref(py)
+    }
+
+    #[getter]
+    fn size(&self) -> usize {
+        self.lock().size()
+    }
+
+    /// Texts accepted from memory, without a signature check.
+    #[getter]
+    fn hits(&self) -> u64 {
+        self.lock().hits()
+    }
+
+    /// Texts accepted after a full check (then remembered).
+    #[getter]
+    fn checks(&self) -> u64 {
+        self.lock().checks()
+    }
+
+    fn __len__(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.lock();
+        format!(
+            "TokenCache(size={}, len={}, hits={}, checks={})",
+            c.size(),
+            c.len(),
+            c.hits(),
+            c.checks()
+        )
+    }
+}
+
 #[pyfunction]
 fn verify_token(
     py: Python<'_>,
@@ -464,6 +559,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyVerifyingKey>()?;
     m.add_class::<PyKeyRing>()?;
     m.add_class::<PyToken>()?;
+    m.add_class::<PyTokenCache>()?;
     m.add_function(wrap_pyfunction!(issue_token, m)?)?;
     m.add_function(wrap_pyfunction!(issue_token_at, m)?)?;
     m.add_function(wrap_pyfunction!(issue_tokens, m)?)?;
