@@ -6,12 +6,21 @@ bench/report.py divides by `extra_info["per_call"]`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import nacl.signing
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ordonum import IdGenerator, KeyRing, SigningKey, issue_token, verify_token, verify_tokens
+from ordonum import (
+    IdGenerator,
+    KeyRing,
+    SigningKey,
+    TokenCache,
+    issue_token,
+    verify_token,
+    verify_tokens,
+)
 from pytest_benchmark.fixture import BenchmarkFixture
 
 DOMAIN = b"ordonum/rx-token/v1\0"
@@ -58,6 +67,35 @@ def test_verify_tokens_per_token_ordonum_batch(benchmark: BenchmarkFixture) -> N
     benchmark.extra_info["per_call"] = n
     out = benchmark(verify_tokens, texts, RING)
     assert all(t is not None for t in out)
+
+
+@pytest.mark.benchmark(group="token-verify-remembered")
+def test_verify_token_ordonum_remembered(benchmark: BenchmarkFixture) -> None:
+    """A text seen before (the dispensations of a visit resend the scanned token): what a
+    TokenCache decides without the signature check. The peer is a Python dict of the tokens
+    verify_token accepted, with the same kid and age checks (service code before this
+    cache)."""
+    text = issue_token(KEY, GEN.new()).text
+    cache = TokenCache(RING)
+    cache.verify(text)
+    assert benchmark(cache.verify, text).text == text
+    assert cache.checks == 1
+
+
+@pytest.mark.benchmark(group="token-verify-remembered")
+def test_verify_token_python_dict_remembered(benchmark: BenchmarkFixture) -> None:
+    text = issue_token(KEY, GEN.new()).text
+    token = verify_token(text, RING)
+    accepted = {text: (token, token.issued_at.timestamp())}
+
+    def remembered(t: str) -> object:
+        tok, issued = accepted[t]
+        max_age = RING.max_age
+        if tok.kid in RING.kids and (max_age is None or time.time() - issued <= max_age):
+            return tok
+        raise AssertionError("refused")
+
+    assert benchmark(remembered, text) is token
 
 
 @pytest.mark.benchmark(group="token-verify")
