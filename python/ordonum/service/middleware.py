@@ -202,8 +202,9 @@ class RequestMiddleware:
                     raise _TooLarge(max_body)
             return message
 
+        shed = self._overdue(scope)
         try:
-            if self._overdue(scope):
+            if shed:
                 await self._unavailable(send_wrapper)
             elif length > max_body:
                 await self._too_large(send_wrapper)
@@ -215,7 +216,9 @@ class RequestMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # A shed request never reached the router: labelled apart, so the operator
+            # tells the overload's 503s from requests for no route.
+            template = "shed" if shed else (getattr(route, "path", None) or "unmatched")
             self.metrics.observe(scope["method"], template, status, elapsed)
             log = self.access_log
             if log is not None and log.enabled():
