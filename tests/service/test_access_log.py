@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from ordonum.service.app import create_app
-from ordonum.service.middleware import AccessLog, request_id
+from ordonum.service.middleware import AccessLog, millis, request_id
 from ordonum.service.settings import Settings
 from ordonum.service.state import Services
 
@@ -93,3 +93,8 @@ async def test_the_service_logs_each_request_with_its_template_and_id(
     assert picked[0] == ("/healthz", 200, "abc-123")
     assert picked[1][:2] == ("/v1/prescriptions/{id}/access-log", 401)
     assert len(picked[1][2]) == 16  # generated
+
+
+@pytest.mark.parametrize("seconds", [0.0, 1e-7, 0.0003124, 0.0123456, 0.0099996, 1.5, 12.3456789])
+def test_millis_rounds_to_the_microsecond_like_round(seconds: float) -> None:
+    assert millis(seconds) == round(seconds * 1000, 3)
