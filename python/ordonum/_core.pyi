@@ -393,10 +393,12 @@ class TokenCache:
     its age within the ring's ``max_age`` now. That is exactly what a full check would decide:
     a signature over an exact text never stops being valid, and a ring never binds an active
     kid to another key. A refused text is never remembered (it is checked in full again). At
-    most ``size`` texts are kept, the oldest remembered forgotten first. The memory is held in
-    Rust: nothing remembered is a Python object for the garbage collector to walk.
+    most ``size`` texts are kept, the first remembered forgotten first (a hit does not renew).
+    The memory is held in Rust: nothing remembered is a Python object for the garbage
+    collector to walk.
 
-    ``ValueError`` if ``size`` is less than 1. Thread-safe; the GIL is released during a check.
+    ``ValueError`` if ``size`` is 0, ``OverflowError`` if negative. Thread-safe; the GIL is
+    released during a full check.
     """
 
     def __new__(cls, keyring: KeyRing, size: int = 100_000) -> TokenCache: ...
@@ -418,7 +420,8 @@ class TokenCache:
 
     @property
     def checks(self) -> int:
-        """Texts accepted after a full check (then remembered)."""
+        """Texts accepted after a full check (each then remembered, unless another thread
+        remembered it first or its kid was revoked meanwhile)."""
 
     def __len__(self) -> int:
         """Texts remembered now."""

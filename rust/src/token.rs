@@ -39,6 +39,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
@@ -635,23 +636,23 @@ impl KeyRing {
 ///
 /// A visit at the pharmacy counter sends one QR token two to four times (the scan, then each
 /// dispensation request), and the Ed25519 check is most of a verification's cost. A
-/// signature over an exact text never stops being valid, and a ring never binds an active
-/// kid to another key (it refuses a second key for a kid, and a revoked kid for good), so a
-/// remembered text is accepted again after the checks that can change: its kid still active
-/// in the ring, its age within the ring's maximum at `now`. That is exactly the decision a
-/// full verification would make. A refused text is never remembered. At most `size` texts
-/// are kept; the oldest remembered goes first.
+/// signature over an exact text never stops being valid, so a remembered text is accepted
+/// again after the checks that can change: the key that verified it still active under its
+/// kid in the ring given (compared as a key, not as a kid: the cache may be asked with
+/// another ring), its age within that ring's maximum at `now`. That is exactly the decision
+/// a full verification would make. A refused text is never remembered. At most `size` texts
+/// are kept; the oldest remembered goes first (first in, first out: a hit does not renew).
 ///
 /// Held in Rust rather than in a Python dict: a remembered token is then no Python object,
 /// so the interpreter's cyclic collector has nothing to walk (measured in the service: the
 /// dict of `Token` objects made each young-generation collection a 30 ms pause).
 pub struct TokenCache {
     size: usize,
-    /// text -> (token, insertion number)
-    known: HashMap<Box<str>, (Token, u64)>,
+    /// text -> (token, the key that verified it, insertion number)
+    known: HashMap<Arc<str>, (Token, VerifyingKey, u64)>,
     /// (insertion number, text), oldest first; an entry whose number no longer matches
     /// `known` was forgotten early (its kid revoked, or too old) and is skipped.
-    order: VecDeque<(u64, Box<str>)>,
+    order: VecDeque<(u64, Arc<str>)>,
     next: u64,
     hits: u64,
     checks: u64,
@@ -689,8 +690,10 @@ impl TokenCache {
     /// text it would not accept any more is forgotten (the caller then checks it in full,
     /// which says why).
     pub fn lookup(&mut self, ring: &KeyRing, text: &str, now_ms: i64) -> Option<Token> {
-        let (token, _) = self.known.get(text)?;
-        if ring.active.contains_key(&token.kid) && ring.check_age(token, now_ms).is_ok() {
+        let (token, key, _) = self.known.get(text)?;
+        // The very key that checked the signature, still active under its kid in `ring`
+        // (not merely the kid: a cache could be asked with another ring).
+        if ring.get(token.kid) == Some(key) && ring.check_age(token, now_ms).is_ok() {
             self.hits += 1;
             return Some(token.clone());
         }
@@ -698,16 +701,21 @@ impl TokenCache {
         None
     }
 
-    /// Remembers `token`, which `ring` just accepted in full for `text`.
-    pub fn remember(&mut self, text: &str, token: &Token) {
+    /// Remembers `token`, which `ring` just accepted in full for `text` (with the key that
+    /// `ring` holds for its kid; nothing if the kid was revoked meanwhile). Counts a check
+    /// either way, even when another thread remembered the same text first.
+    pub fn remember(&mut self, ring: &KeyRing, text: &str, token: &Token) {
         self.checks += 1;
+        let Some(key) = ring.get(token.kid).copied() else {
+            return;
+        };
         if self.known.contains_key(text) {
             return;
         }
         while self.known.len() >= self.size {
             match self.order.pop_front() {
                 Some((n, old)) => {
-                    if self.known.get(&old).is_some_and(|(_, m)| *m == n) {
+                    if self.known.get(&old).is_some_and(|(_, _, m)| *m == n) {
                         self.known.remove(&old);
                     }
                 }
@@ -716,14 +724,14 @@ impl TokenCache {
         }
         // Entries forgotten early stay in `order` until they reach its front: keep it
         // within twice the size.
-        if self.order.len() >= 2 * self.size {
+        if self.order.len() >= self.size.saturating_mul(2) {
             let known = &self.known;
-            self.order.retain(|(n, t)| known.get(t).is_some_and(|(_, m)| m == n));
+            self.order.retain(|(n, t)| known.get(t).is_some_and(|(_, _, m)| m == n));
         }
         let n = self.next;
         self.next += 1;
-        let text: Box<str> = text.into();
-        self.known.insert(text.clone(), (token.clone(), n));
+        let text: Arc<str> = text.into();
+        self.known.insert(Arc::clone(&text), (token.clone(), key, n));
         self.order.push_back((n, text));
     }
 
@@ -738,7 +746,7 @@ impl TokenCache {
             return Ok(t);
         }
         let t = ring.verify_at(text, now_ms)?;
-        self.remember(text, &t);
+        self.remember(ring, text, &t);
         Ok(t)
     }
 
@@ -760,7 +768,8 @@ impl TokenCache {
         self.hits
     }
 
-    /// Texts accepted after a full check (then remembered).
+    /// Texts accepted after a full check (each then remembered, unless another thread
+    /// remembered it first or its kid was revoked meanwhile).
     pub fn checks(&self) -> u64 {
         self.checks
     }
@@ -1059,31 +1068,43 @@ mod tests {
     }
 
     #[test]
-    fn token_cache_forgets_the_oldest_first_and_stays_bounded() {
+    fn token_cache_forgets_the_first_remembered_first_and_stays_bounded() {
         let k = key("FR01", 1);
         let mut r = ring(&[&k]);
         let g = IdGenerator::new(42).unwrap();
-        let texts: Vec<String> = (0..4)
+        let t: Vec<String> = (0..5)
             .map(|_| k.issue_at(g.next_at(NOW as u64).unwrap(), NOW).unwrap().text())
             .collect();
-        let (a, b, cc) = (&texts[0], &texts[1], &texts[2]);
+        let (a, b, cc, d, e) = (&t[0], &t[1], &t[2], &t[3], &t[4]);
+        // First in, first out (a hit does not renew): a is forgotten when c comes although
+        // it was just used; least-recently-used would have kept it (3 checks, 2 hits).
         let mut c = TokenCache::new(2).unwrap();
-        for t in [a, b, cc, cc, b, a] {
-            c.verify_at(&r, t, NOW).unwrap();
+        for x in [a, b, a, cc, a] {
+            c.verify_at(&r, x, NOW).unwrap();
         }
-        // a, b, c checked; c and b from memory; a was forgotten when c came
-        assert_eq!((c.checks(), c.hits(), c.len()), (4, 2, 2));
-        // forgotten early (too old), then remembered again: its new place counts, not its
-        // first one
+        assert_eq!((c.checks(), c.hits(), c.len()), (4, 1, 2));
+        // Forgotten early, then remembered again: its new place counts. b is refused from
+        // memory (too old), checked again and remembered after c; d then evicts a, and e
+        // evicts c, skipping b's stale first place, not b.
+        let mut c = TokenCache::new(3).unwrap();
+        for x in [a, b, cc] {
+            c.verify_at(&r, x, NOW).unwrap();
+        }
         r.set_max_age_ms(Some(1000));
         assert!(c.verify_at(&r, b, NOW + 5000).is_err());
+        assert_eq!(c.len(), 2);
         r.set_max_age_ms(None);
-        c.verify_at(&r, b, NOW).unwrap(); // checked again, now the newest
-        c.verify_at(&r, &texts[3], NOW).unwrap(); // evicts a (older), not b
-        let before = c.checks();
-        c.verify_at(&r, b, NOW).unwrap();
-        assert_eq!(c.checks(), before, "b must still be remembered");
-        // churn through forgotten-early entries: the order queue stays within twice the size
+        for x in [b, d, e] {
+            c.verify_at(&r, x, NOW).unwrap();
+        }
+        let before = (c.checks(), c.hits());
+        for x in [b, d, e] {
+            c.verify_at(&r, x, NOW).unwrap();
+        }
+        assert_eq!((c.checks(), c.hits()), (before.0, before.1 + 3), "b, d, e remembered");
+        c.verify_at(&r, a, NOW).unwrap();
+        assert_eq!(c.checks(), before.0 + 1, "a was forgotten");
+        // Churn through entries forgotten early: the queue stays within twice the size.
         for _ in 0..50 {
             r.set_max_age_ms(Some(1000));
             let _ = c.verify_at(&r, b, NOW + 5000);
@@ -1092,5 +1113,17 @@ mod tests {
         }
         assert!(c.order.len() <= 2 * c.size());
         assert!(c.len() <= c.size());
+    }
+
+    #[test]
+    fn token_cache_asked_with_another_ring_checks_the_key_not_the_kid() {
+        let k = key("FR01", 1);
+        let other = key("FR01", 2); // the same kid, another key
+        let mut c = TokenCache::new(10).unwrap();
+        let text = k.issue_at(some_id(), NOW).unwrap().text();
+        c.verify_at(&ring(&[&k]), &text, NOW).unwrap();
+        let theirs = ring(&[&other]);
+        assert_eq!(c.verify_at(&theirs, &text, NOW).unwrap_err(), TokenError::Signature);
+        assert_eq!((c.checks(), c.hits()), (1, 0));
     }
 }

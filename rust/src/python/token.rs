@@ -3,8 +3,9 @@
 //! `diagnose_token`, `parse_access_code`.
 //!
 //! Every verification failure becomes the same `InvalidToken(INVALID_TOKEN)`; the reason
-//! only comes out of `diagnose_token`. The key ring sits behind a `RwLock` that is only
-//! taken with the interpreter detached.
+//! only comes out of `diagnose_token`. The key ring sits behind a `RwLock`, taken with the
+//! interpreter detached except for `TokenCache`'s memory (a read held for a hash lookup,
+//! after the cache's own lock: always in that order).
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -380,13 +381,15 @@ impl PyTokenCache {
     fn verify_at(&self, py: Python<'_>, text: &Bound<'_, PyAny>, now: i64) -> PyResult<PyToken> {
         let text = str_arg(text, "token")?;
         let ring = self.keyring.get();
-        // Memory first (a hash lookup: the interpreter stays attached); the lock is never
-        // held while waiting for the interpreter, so attached or not it cannot deadlock.
+        // Memory first (a hash lookup: the interpreter stays attached). Locks are taken in
+        // one order, the cache's then the ring's, and neither is held while waiting for the
+        // interpreter: attached or not, nothing can deadlock. (The same steps as
+        // `TokenCache::verify_at`, but with the cache unlocked during the full check.)
         if let Some(t) = self.lock().lookup(&ring.read(), text, now) {
             return Ok(PyToken(t));
         }
         let token = py.detach(|| ring.read().verify_at(text, now))?;
-        self.lock().remember(text, &token);
+        self.lock().remember(&ring.read(), text, &token);
         Ok(PyToken(token))
     }
 }
@@ -432,7 +435,8 @@ impl PyTokenCache {
         self.lock().hits()
     }
 
-    /// Texts accepted after a full check (then remembered).
+    /// Texts accepted after a full check (each then remembered, unless another thread
+    /// remembered it first or its kid was revoked meanwhile).
     #[getter]
     fn checks(&self) -> u64 {
         self.lock().checks()
