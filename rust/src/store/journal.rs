@@ -476,7 +476,6 @@ struct State {
     /// their caller applied at once).
     events: Vec<(u64, Event)>,
     next_lsn: u64,
-    durable_lsn: u64,
     failed: Option<StoreError>,
     closed: bool,
     rotate_req: bool,
@@ -513,14 +512,15 @@ struct Shared {
     wake: UnixStream,
     /// Whether anyone listens on the other end: no syscall per batch otherwise.
     wake_wanted: AtomicBool,
-    /// `State::durable_lsn`, readable without the lock: an event loop reads it after every
+    /// The highest LSN durable and applied. Stored by the writer with the state lock held
+    /// (so `done` waiters see it), read without it: an event loop reads it after every
     /// durable write it queues and every wake-up, and must not wait for the writer thread
     /// (on the same core, that is a context switch) to let go of the state lock.
     durable: AtomicU64,
 }
 
 impl Shared {
-    /// One byte to whoever waits on [`Journal::wake_fd`], after `durable_lsn` or `failed`
+    /// One byte to whoever waits on [`Journal::wake_fd`], after `durable` or `failed`
     /// changed. Non-blocking: a full socket already means "look again", so it is dropped.
     fn wake(&self) {
         if self.wake_wanted.load(Ordering::Acquire) {
@@ -569,7 +569,6 @@ impl Journal {
                 buf_records: 0,
                 events: Vec::new(),
                 next_lsn,
-                durable_lsn: next_lsn - 1,
                 failed: None,
                 closed: false,
                 rotate_req: false,
@@ -633,7 +632,7 @@ impl Journal {
                 message: format!("{lsn} was never issued (the next LSN is {})", g.next_lsn),
             });
         }
-        while g.durable_lsn < lsn {
+        while self.shared.durable.load(Ordering::Acquire) < lsn {
             if let Some(e) = &g.failed {
                 return Err(e.clone());
             }
@@ -656,8 +655,8 @@ impl Journal {
     /// The highest LSN durable (per the policy) and applied, also after a failure (what was
     /// durable before it stays so). A closed journal has made everything durable.
     pub fn durable(&self) -> u64 {
-        // Stored under the state lock right after `durable_lsn` (Release), so whoever reads
-        // this value also sees the batch applied to the index.
+        // Stored (Release) after the batch was applied to the index, so whoever reads this
+        // value also sees the batch applied.
         self.shared.durable.load(Ordering::Acquire)
     }
 
@@ -961,7 +960,6 @@ impl Writer {
             {
                 let mut g = self.shared.state.lock();
                 if has_records {
-                    g.durable_lsn = last;
                     self.shared.durable.store(last, Ordering::Release);
                     g.stats.batches += 1;
                     g.stats.records += records;
@@ -1010,7 +1008,8 @@ impl Writer {
                         self.zeroing = self.sync == SyncPolicy::Always;
                         let mut g = self.shared.state.lock();
                         g.rotate_req = false;
-                        g.rotated = Some(Ok((next, g.durable_lsn + 1)));
+                        g.rotated =
+                            Some(Ok((next, self.shared.durable.load(Ordering::Acquire) + 1)));
                         g.stats.segment = next;
                         g.stats.segment_bytes = SEGMENT_MAGIC.len() as u64;
                         g.stats.fsyncs += 3;
