@@ -12,7 +12,10 @@ CPU 1 (``taskset``) so they do not fight over one core. Runs:
   dispensations resend the scanned token);
 - ``ordonum scan manual``: ``POST /v1/scan`` with ID + access code;
 - ``ordonum dispense``: ``POST /v1/prescriptions/{id}/dispensations`` over 500
-  prescriptions, a distinct ``Idempotency-Key`` each, acknowledged after fdatasync.
+  prescriptions, a distinct ``Idempotency-Key`` each, acknowledged after fdatasync;
+- ``ordonum create``: ``POST /v1/prescriptions``, 2,000 bodies of 1 to 4 real medicines in
+  turn (a new ID, a QR token and an acknowledgement each: two Ed25519 signatures),
+  acknowledged after fdatasync.
 
 Writes ``bench/results/http.md``. Needs ``wrk`` (Debian: ``apt-get install wrk``). Not a
 pytest benchmark (pytest collects this file and finds no test in it).
@@ -25,6 +28,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -294,6 +298,10 @@ def main() -> int:
                         f"/v1/prescriptions/{out['id']}/dispensations\t{json.dumps(payload)}\n"
                     )
             dispense.write_text("".join(lines))
+            rng, meds = random.Random(1), loadkit.load_medicines()
+            create = tmp / "create.txt"
+            bodies = (loadkit.prescription_body(rng, body["patient"], meds) for _ in range(2000))
+            create.write_text("".join(f"/v1/prescriptions\t{json.dumps(b)}\n" for b in bodies))
             script = tmp / "list.lua"
             script.write_text(LUA_LIST)
             bearer = {"BENCH_BEARER": pharmacist}
@@ -305,6 +313,9 @@ def main() -> int:
             ):
                 results[label] = wrk(url, script, file, bearer, server=proc)
                 print(label, results[label], file=sys.stderr)
+            label = "ordonum create (durable)"
+            results[label] = wrk(url, script, create, {"BENCH_BEARER": prescriber}, server=proc)
+            print(label, results[label], file=sys.stderr)
         finally:
             stop(proc)
 

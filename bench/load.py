@@ -7,7 +7,7 @@
 4. Run locust headless, pinned to the other core(s), with bench/locustfile.py: ramp to the
    national burst peak (bench/sizing.py), hold, then step up to find the knee. Locust's CSV
    and HTML go to bench/results/; the CPU use of the server and of locust is sampled.
-5. Measure the raw per-endpoint ceiling (scan, dispense) with wrk.
+5. Measure the raw per-endpoint ceiling (scan, dispense, create) with wrk.
 6. Write bench/results/load-summary.md (+ .json) and PNG plots, and exit non-zero when, at
    the national burst peak, p99 > 50 ms, unexpected failures > 0.1 %, or the peak was not
    actually offered (achieved rate < 95 % of the target: coordinated omission guard).
@@ -309,6 +309,7 @@ class WrkResult:
     non_2xx: int
     requests: int
     note: str = ""
+    cpu_us: float = math.nan  # the server's CPU time per request (every thread, kernel too)
 
 
 # --- analysis ----------------------------------------------------------------------------------
@@ -613,13 +614,15 @@ def summary_md(
             "Raw ceiling per endpoint (wrk with `make bench-http`'s script, after the locust run, "
             "server restarted on the same data with the per-identity rate limit lifted):",
             "",
-            "| endpoint | req/s | p50 ms | p99 ms | requests | non-2xx | note |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            "| endpoint | req/s | server CPU µs/req | p50 ms | p99 ms | requests | non-2xx "
+            "| note |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for w in wrk:
+            cpu_us = "—" if math.isnan(w.cpu_us) else f"{w.cpu_us:,.0f}"
             lines.append(
-                f"| {w.endpoint} | {w.rps:,.0f} | {fmt_ms(w.p50_ms)} | {fmt_ms(w.p99_ms)} | "
-                f"{w.requests:,} | {w.non_2xx:,} | {w.note} |"
+                f"| {w.endpoint} | {w.rps:,.0f} | {cpu_us} | {fmt_ms(w.p50_ms)} | "
+                f"{fmt_ms(w.p99_ms)} | {w.requests:,} | {w.non_2xx:,} | {w.note} |"
             )
     lines += [
         "",
@@ -873,8 +876,11 @@ def main(argv: list[str] | None = None) -> int:
             lifted = {"ORDONUM_RATE": "1000000", "ORDONUM_BURST": "1000000"}
             with server(
                 data, port, args.server_cpus, run / "server.log", lifted, store, args.workers
-            ):
-                wrk = run_wrk(url, ids, run, args.wrk_seconds)
+            ) as ceiling:
+                # Server CPU per request only for one process (workers are its children).
+                wrk = run_wrk(
+                    url, ids, run, args.wrk_seconds, ceiling if args.workers == 1 else None
+                )
         import locust
 
         meta = {
@@ -932,13 +938,21 @@ def cpu_list(spec: str) -> list[int]:
     return cpus
 
 
-def run_wrk(url: str, ids: loadkit.Identities, run: Path, seconds: int) -> list[WrkResult]:
-    """The raw ceiling of scan and dispense, with `make bench-http`'s wrk script and settings.
+def run_wrk(
+    url: str,
+    ids: loadkit.Identities,
+    run: Path,
+    seconds: int,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> list[WrkResult]:
+    """The raw ceiling of scan, dispense and create, with `make bench-http`'s wrk script and
+    settings; with ``proc`` (the server), its CPU time per request too.
 
     bench/bench_http.py's Lua script replays ``path<TAB>body`` lines with one bearer and a
     fresh Idempotency-Key per request; here the scans replay the QR tokens of the pharmacists'
-    pool and the dispensations take one pack at a time from 500 prescriptions of 9,999
-    packs. The server must run with the per-identity rate limit lifted (one bearer).
+    pool, the dispensations take one pack at a time from 500 prescriptions of 9,999 packs,
+    and the creations replay 2,000 bodies of 1 to 4 real medicines for the pool's patients.
+    The server must run with the per-identity rate limit lifted (one bearer per endpoint).
     """
     import bench_http
     import httpx
@@ -971,15 +985,20 @@ def run_wrk(url: str, ids: loadkit.Identities, run: Path, seconds: int) -> list[
             )
     packs = run / "wrk-dispense.txt"
     packs.write_text("".join(lines))
+    bodies = (loadkit.prescription_body(rng, rng.choice(ids.patients), meds) for _ in range(2000))
+    creations = run / "wrk-create.txt"
+    creations.write_text("".join(f"/v1/prescriptions\t{json.dumps(b)}\n" for b in bodies))
+    prescriber = ids.prescribers[0]["bearer"]
     script = run / "list.lua"
     script.write_text(bench_http.LUA_LIST)
     out = []
-    for name, file, note in (
-        ("scan (QR token)", scans, f"{len(pool):,} tokens in turn"),
-        ("dispense (1 pack, durable)", packs, "500 prescriptions, a fresh key each"),
+    for name, file, bearer, note in (
+        ("scan (QR token)", scans, pharmacist, f"{len(pool):,} tokens in turn"),
+        ("dispense (1 pack, durable)", packs, pharmacist, "500 prescriptions, a fresh key each"),
+        ("create (durable)", creations, prescriber, "2,000 bodies of 1-4 real medicines"),
     ):
         print(f"wrk: {name}...", flush=True)
-        r = bench_http.wrk(url, script, file, {"BENCH_BEARER": pharmacist})
+        r = bench_http.wrk(url, script, file, {"BENCH_BEARER": bearer}, server=proc)
         out.append(
             WrkResult(
                 name,
@@ -989,6 +1008,7 @@ def run_wrk(url: str, ids: loadkit.Identities, run: Path, seconds: int) -> list[
                 int(r["errors"]),
                 int(r["requests"]),
                 f"{note}; wrk -t2 -c{bench_http.CONNECTIONS} -d{seconds}s",
+                r["cpu_us"],
             )
         )
     return out
