@@ -951,7 +951,7 @@ def run_wrk(
     bench/bench_http.py's Lua script replays ``path<TAB>body`` lines with one bearer and a
     fresh Idempotency-Key per request; here the scans replay the QR tokens of the pharmacists'
     pool, the dispensations take one pack at a time from 500 prescriptions of 9,999 packs,
-    and the creations replay 2,000 bodies of 1 to 4 real medicines for the pool's patients.
+    and the creations replay 2,000 bodies of 1 to 4 real medicines for the test's patients.
     The server must run with the per-identity rate limit lifted (one bearer per endpoint).
     """
     import bench_http
