@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from ordonum.service import Services, Settings, create_app
-from ordonum.service.fastroute import HotDispatch
+from ordonum.service.fastroute import HotDispatch, _Flat
 
 from .conftest import Bearer, finess, nir, prescription_body, rpps
 
@@ -43,6 +43,12 @@ async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+async def _streamed(chunks: int, size: int) -> AsyncIterator[bytes]:
+    """A body sent without Content-Length (chunked): the limit applies while reading it."""
+    for _ in range(chunks):
+        yield b"x" * size
+
+
 async def _scenario(
     c: httpx.AsyncClient, doc: dict[str, str], ph: dict[str, str], body: dict[str, Any]
 ) -> list[tuple[Any, ...]]:
@@ -62,6 +68,7 @@ async def _scenario(
         await c.post("/v1/scan", json={"id": rx["id"], "access_code": "x"}, headers=ph),  # 404
         await c.post("/v1/scan", content=b"{", headers=ph | {"content-type": "application/json"}),
         await c.post("/v1/scan", content=b"x" * 70_000, headers=ph),  # 413
+        await c.post("/v1/scan", content=_streamed(10, 7_000), headers=ph),  # 413, no length
         await c.get("/v1/scan", headers=ph),  # 405, whole stack in both apps
         await c.post(url, json=one, headers=ph_key),  # 201
         await c.post(url, json=one, headers=ph_key),  # replay
@@ -100,7 +107,25 @@ async def test_hot_and_whole_stacks_answer_alike(
             assert 'route="/v1/prescriptions/{id}/dispensations"' in metrics
             assert 'route="/v1/scan"' in metrics
     assert isinstance(hot.middleware_stack, HotDispatch)
+    assert isinstance(hot.middleware_stack.hot.app, _Flat)  # type: ignore[attr-defined]
     assert not isinstance(whole.middleware_stack, HotDispatch)
     statuses = [a[2] for a in answers[0]]
-    assert statuses == [201, 422, 403, 401, 200, 404, 422, 413, 405, 201, 201, 409, 422, 404, 200]
+    assert statuses == [
+        201,
+        422,
+        403,
+        401,
+        200,
+        404,
+        422,
+        413,
+        413,
+        405,
+        201,
+        201,
+        409,
+        422,
+        404,
+        200,
+    ]
     assert answers[0] == answers[1]

@@ -174,6 +174,34 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        start, rid, length, token = self.open(scope)
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+            await send(message)
+
+        shed = self.overdue(scope)
+        try:
+            if shed:
+                await self.unavailable(send_wrapper)
+            elif length > self.max_body:
+                await self.too_large(send_wrapper)
+            else:
+                try:
+                    await self.app(scope, self.limited(receive), send_wrapper)
+                except _TooLarge:
+                    await self.too_large(send_wrapper)
+        finally:
+            self.close(scope, shed, status, start, token)
+
+    def open(self, scope: Scope) -> tuple[float, bytes, int, contextvars.Token[str]]:
+        """A request's start: ``(start time, request ID, Content-Length or -1, the request ID
+        contextvar's token for :meth:`close`)``. The ID is the caller's ``X-Request-ID`` if it
+        is sane, else a new one."""
         start = time.perf_counter()
         rid = b""
         length = -1
@@ -188,17 +216,34 @@ class RequestMiddleware:
                     length = -1
         if not rid:
             rid = os.urandom(8).hex().encode()
-        token = request_id.set(rid.decode())
-        status = 500
+        return start, rid, length, request_id.set(rid.decode())
+
+    def close(
+        self, scope: Scope, shed: bool, status: int, start: float, token: contextvars.Token[str]
+    ) -> None:
+        """A request's end: counted in the metrics and logged under its route template."""
+        elapsed = time.perf_counter() - start
+        route = scope.get("route")
+        # A shed request never reached the router: labelled apart, so the operator
+        # tells the overload's 503s from requests for no route.
+        template = "shed" if shed else (getattr(route, "path", None) or "unmatched")
+        self.metrics.observe(scope["method"], template, status, elapsed)
+        log = self.access_log
+        if log is not None and log.enabled():
+            log.write(
+                {
+                    "method": scope["method"],
+                    "route": template,
+                    "status": status,
+                    "ms": millis(elapsed),
+                }
+            )
+        request_id.reset(token)
+
+    def limited(self, receive: Receive) -> Receive:
+        """``receive``, raising a 413 once the body streamed passes ``max_body`` (a body
+        announced larger by its Content-Length is refused before, without reading it)."""
         max_body = self.max_body
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
-            await send(message)
-
         received = 0
 
         async def receive_wrapper() -> Message:
@@ -210,37 +255,10 @@ class RequestMiddleware:
                     raise _TooLarge(max_body)
             return message
 
-        shed = self._overdue(scope)
-        try:
-            if shed:
-                await self._unavailable(send_wrapper)
-            elif length > max_body:
-                await self._too_large(send_wrapper)
-            else:
-                try:
-                    await self.app(scope, receive_wrapper, send_wrapper)
-                except _TooLarge:
-                    await self._too_large(send_wrapper)
-        finally:
-            elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            # A shed request never reached the router: labelled apart, so the operator
-            # tells the overload's 503s from requests for no route.
-            template = "shed" if shed else (getattr(route, "path", None) or "unmatched")
-            self.metrics.observe(scope["method"], template, status, elapsed)
-            log = self.access_log
-            if log is not None and log.enabled():
-                log.write(
-                    {
-                        "method": scope["method"],
-                        "route": template,
-                        "status": status,
-                        "ms": millis(elapsed),
-                    }
-                )
-            request_id.reset(token)
+        return receive_wrapper
 
-    def _overdue(self, scope: Scope) -> bool:
+    def overdue(self, scope: Scope) -> bool:
+        """Whether this request waited more than ``max_queue`` on the loop: to be shed."""
         read_at = scope.get(READ_AT)
         return (
             read_at is not None
@@ -249,7 +267,8 @@ class RequestMiddleware:
             and scope["path"] not in NEVER_SHED
         )
 
-    async def _unavailable(self, send: Send) -> None:
+    async def unavailable(self, send: Send) -> None:
+        """The 503 problem of a shed request, with ``Retry-After``."""
         await _problem(
             send,
             503,
@@ -258,7 +277,8 @@ class RequestMiddleware:
             [(b"retry-after", b"1")],
         )
 
-    async def _too_large(self, send: Send) -> None:
+    async def too_large(self, send: Send) -> None:
+        """The 413 problem of a body larger than ``max_body``."""
         await _problem(send, 413, f"request body larger than {self.max_body} bytes")
 
 
