@@ -129,3 +129,19 @@ async def test_hot_and_whole_stacks_answer_alike(
         200,
     ]
     assert answers[0] == answers[1]
+
+
+async def test_status_code_handlers_keep_the_generic_hot_stack(
+    settings: Settings, services: Services
+) -> None:
+    # _Flat maps exceptions by class only, as the app's handlers are: a handler keyed by a
+    # status code (Starlette looks those up first) keeps the generic stack, which has it.
+    app = create_app(settings, services=services)
+
+    async def teapot(_: Any, __: Exception) -> Any:
+        raise AssertionError("not called here")
+
+    app.add_exception_handler(418, teapot)
+    stack = app.build_middleware_stack()
+    assert isinstance(stack, HotDispatch)
+    assert not isinstance(stack.hot.app, _Flat)  # type: ignore[attr-defined]

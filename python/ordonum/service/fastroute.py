@@ -34,6 +34,7 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette._exception_handler import wrap_app_handling_exceptions
+from starlette._utils import is_async_callable
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
@@ -213,7 +214,10 @@ class HotDispatch:
             else:
                 others[key] = value
         app: ASGIApp
-        if [cls for cls, _, _ in middleware] == [RequestMiddleware]:  # the app's own
+        # _Flat maps exceptions as Starlette does for handlers keyed by class and async (the
+        # app's); status-code or sync handlers keep the generic stack.
+        flat_handlers = all(isinstance(k, type) and is_async_callable(v) for k, v in others.items())
+        if flat_handlers and [cls for cls, _, _ in middleware] == [RequestMiddleware]:
             _, args, kwargs = middleware[0]
             app = _Flat(RequestMiddleware(full, *args, **kwargs), others, debug)
         else:
