@@ -5,6 +5,7 @@ metrics labels."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 from ordonum.service import Services, Settings, create_app
 from ordonum.service.fastroute import HotDispatch, _Flat
+from ordonum.service.protocol import READ_AT
 
 from .conftest import Bearer, finess, nir, prescription_body, rpps
 
@@ -69,6 +71,8 @@ async def _scenario(
         await c.post("/v1/scan", content=b"{", headers=ph | {"content-type": "application/json"}),
         await c.post("/v1/scan", content=b"x" * 70_000, headers=ph),  # 413
         await c.post("/v1/scan", content=_streamed(10, 7_000), headers=ph),  # 413, no length
+        # 413: a Content-Length smaller than the body sent (the limit counts what arrives)
+        await c.post("/v1/scan", content=b"x" * 70_000, headers=ph | {"content-length": "10"}),
         await c.get("/v1/scan", headers=ph),  # 405, whole stack in both apps
         await c.post(url, json=one, headers=ph_key),  # 201
         await c.post(url, json=one, headers=ph_key),  # replay
@@ -110,24 +114,9 @@ async def test_hot_and_whole_stacks_answer_alike(
     assert isinstance(hot.middleware_stack.hot.app, _Flat)  # type: ignore[attr-defined]
     assert not isinstance(whole.middleware_stack, HotDispatch)
     statuses = [a[2] for a in answers[0]]
-    assert statuses == [
-        201,
-        422,
-        403,
-        401,
-        200,
-        404,
-        422,
-        413,
-        413,
-        405,
-        201,
-        201,
-        409,
-        422,
-        404,
-        200,
-    ]
+    expected = [201, 422, 403, 401, 200, 404, 422, 413, 413, 413, 405]
+    expected += [201, 201, 409, 422, 404, 200]
+    assert statuses == expected
     assert answers[0] == answers[1]
 
 
@@ -145,3 +134,38 @@ async def test_status_code_handlers_keep_the_generic_hot_stack(
     stack = app.build_middleware_stack()
     assert isinstance(stack, HotDispatch)
     assert not isinstance(stack.hot.app, _Flat)  # type: ignore[attr-defined]
+
+
+async def test_the_flat_hot_stack_sheds_like_the_middleware(
+    settings: Settings, services: Services
+) -> None:
+    # A hot request that waited longer than max_queue on the loop: 503 problem with
+    # Retry-After and its request ID, counted under "shed", without reaching the endpoint.
+    app = create_app(dataclasses.replace(settings, max_queue_ms=5), services=services)
+    stack = app.build_middleware_stack()
+    assert isinstance(stack.hot.app, _Flat)  # type: ignore[attr-defined]
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/scan",
+        "root_path": "",
+        "headers": [(b"x-request-id", b"req-shed")],
+        READ_AT: asyncio.get_running_loop().time() - 1.0,
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("a shed request's body is not read")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await stack(scope, receive, send)
+    start, body = sent
+    headers = dict(start["headers"])
+    assert start["status"] == 503
+    assert headers[b"retry-after"] == b"1"
+    assert headers[b"x-request-id"] == b"req-shed"
+    assert b"overloaded" in body["body"]
+    metrics = stack.hot.app.mw.metrics.render()  # type: ignore[attr-defined]
+    assert 'route="shed",status="503"' in metrics

@@ -28,7 +28,14 @@ from ordonum.service.metrics import Metrics
 from ordonum.service.problems import PROBLEM_MEDIA_TYPE, problem_body
 from ordonum.service.protocol import READ_AT
 
-__all__ = ["AccessLog", "JsonFormatter", "RequestMiddleware", "configure_logging", "request_id"]
+__all__ = [
+    "AccessLog",
+    "JsonFormatter",
+    "RequestIdSend",
+    "RequestMiddleware",
+    "configure_logging",
+    "request_id",
+]
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -133,6 +140,24 @@ def millis(seconds: float) -> float:
     return int(seconds * 1e6 + 0.5) / 1000
 
 
+class RequestIdSend:
+    """An ASGI ``send`` that adds ``X-Request-ID`` to the response start and remembers the
+    status sent (500 until one is)."""
+
+    __slots__ = ("rid", "send", "status")
+
+    def __init__(self, send: Send, rid: bytes) -> None:
+        self.send = send
+        self.rid = rid
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), (b"x-request-id", self.rid)]
+        await self.send(message)
+
+
 class _TooLarge(StarletteHTTPException):
     """Raised from ``receive`` once a streamed body passes the limit (FastAPI re-raises
     HTTP exceptions from body parsing, so the problem handler answers 413)."""
@@ -175,15 +200,7 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         start, rid, length, token = self.open(scope)
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
-            await send(message)
-
+        send_wrapper = RequestIdSend(send, rid)
         shed = self.overdue(scope)
         try:
             if shed:
@@ -196,7 +213,7 @@ class RequestMiddleware:
                 except _TooLarge:
                     await self.too_large(send_wrapper)
         finally:
-            self.close(scope, shed, status, start, token)
+            self.close(scope, shed, send_wrapper.status, start, token)
 
     def open(self, scope: Scope) -> tuple[float, bytes, int, contextvars.Token[str]]:
         """A request's start: ``(start time, request ID, Content-Length or -1, the request ID
