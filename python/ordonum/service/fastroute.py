@@ -136,7 +136,6 @@ class _Flat:
     def __init__(self, middleware: RequestMiddleware, handlers: dict[Any, Any], debug: bool):
         self.mw = middleware
         tables = ExceptionMiddleware(self, handlers=handlers, debug=debug)
-        self.handlers: dict[Any, Any] = tables._exception_handlers
         self.tables = (tables._exception_handlers, tables._status_handlers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -145,11 +144,7 @@ class _Flat:
         tagged = RequestIdSend(send, rid)
         shed = mw.overdue(scope)
         try:
-            if shed:
-                await mw.unavailable(tagged)
-                return
-            if length > mw.max_body:
-                await mw.too_large(tagged)
+            if await mw.refused(shed, length, tagged):
                 return
             scope["starlette.exception_handlers"] = self.tables
             receive = mw.limited(receive)  # also when a Content-Length is declared: as sent
@@ -157,7 +152,7 @@ class _Flat:
             try:
                 response = await scope["endpoint"](request)
             except Exception as exc:
-                handler: Any = _lookup_exception_handler(self.handlers, exc)
+                handler: Any = _lookup_exception_handler(self.tables[0], exc)
                 if handler is None:
                     raise
                 response = await handler(request, exc)

@@ -203,11 +203,7 @@ class RequestMiddleware:
         send_wrapper = RequestIdSend(send, rid)
         shed = self.overdue(scope)
         try:
-            if shed:
-                await self.unavailable(send_wrapper)
-            elif length > self.max_body:
-                await self.too_large(send_wrapper)
-            else:
+            if not await self.refused(shed, length, send_wrapper):
                 try:
                     await self.app(scope, self.limited(receive), send_wrapper)
                 except _TooLarge:
@@ -283,6 +279,17 @@ class RequestMiddleware:
             and asyncio.get_running_loop().time() - read_at > self.max_queue
             and scope["path"] not in NEVER_SHED
         )
+
+    async def refused(self, shed: bool, length: int, send: Send) -> bool:
+        """Whether the request was answered at once, without its work: 503 when ``shed``
+        (see :meth:`overdue`), 413 when its Content-Length is over ``max_body``."""
+        if shed:
+            await self.unavailable(send)
+        elif length > self.max_body:
+            await self.too_large(send)
+        else:
+            return False
+        return True
 
     async def unavailable(self, send: Send) -> None:
         """The 503 problem of a shed request, with ``Retry-After``."""
