@@ -9,7 +9,7 @@ the app then neither opens nor closes. Middleware: one pure ASGI layer
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,7 +18,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 import ordonum
 from ordonum.service.deps import json_response
@@ -117,6 +118,20 @@ class _App(FastAPI):
         return HotDispatch(
             full, hot, list(self.user_middleware), dict(self.exception_handlers), self.debug
         )
+
+    def direct(self, scope: Scope) -> Callable[[RequestResponseCycle], Awaitable[None]] | None:
+        """What the server protocol asks before calling the app (see
+        :class:`ordonum.service.protocol.CoalescingProtocol`): a hot request is served from
+        uvicorn's request cycle by :meth:`HotDispatch.direct`'s answer, the scope completed as
+        ``__call__`` completes it; ``None`` for everything else, and before the stack is
+        built (the lifespan builds it)."""
+        stack = self.middleware_stack
+        if not isinstance(stack, HotDispatch) or scope["type"] != "http":
+            return None
+        if self.root_path:
+            scope["root_path"] = self.root_path
+        scope["app"] = self
+        return stack.direct(scope)
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:

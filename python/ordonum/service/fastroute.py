@@ -22,7 +22,9 @@ cost more than the scan itself. A request for a hot route goes through
 ``ServerErrorMiddleware`` → the app's own middleware (request ID, body limit, metrics, access
 log) → the endpoint, its exceptions mapped once by the app's handlers; everything else through
 the whole stack, unchanged. With the app's usual middleware (``RequestMiddleware`` alone),
-that middleware and the endpoint's call run as one coroutine (:class:`_Flat`).
+that middleware and the endpoint's call run as one coroutine (:class:`_Flat`); under
+``ordonum serve`` its :meth:`_Flat.serve` answers from uvicorn's request cycle, without the
+ASGI calls (see :mod:`ordonum.service.protocol`).
 """
 
 from __future__ import annotations
@@ -35,12 +37,20 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette._exception_handler import _lookup_exception_handler, wrap_app_handling_exceptions
 from starlette._utils import is_async_callable
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from ordonum.service.middleware import RequestIdSend, RequestMiddleware
 
@@ -133,8 +143,15 @@ class _Flat:
     ``ServerErrorMiddleware`` driven directly, 12 alternating blocks of 3,000, three runs):
     a median of 98-101 µs per request against 112-114 for the two layers it replaces."""
 
-    def __init__(self, middleware: RequestMiddleware, handlers: dict[Any, Any], debug: bool):
+    def __init__(
+        self,
+        middleware: RequestMiddleware,
+        handlers: dict[Any, Any],
+        debug: bool,
+        error_handler: Callable[..., Any] | None,
+    ):
         self.mw = middleware
+        self.error_handler = error_handler
         tables = ExceptionMiddleware(self, handlers=handlers, debug=debug)
         self.tables = (tables._exception_handlers, tables._status_handlers)
 
@@ -149,16 +166,9 @@ class _Flat:
             scope["starlette.exception_handlers"] = self.tables
             receive = mw.limited(receive)  # also when a Content-Length is declared: as sent
             request = Request(scope, receive, send)
-            try:
-                response = await scope["endpoint"](request)
-            except Exception as exc:
-                handler: Any = _lookup_exception_handler(self.tables[0], exc)
-                if handler is None:
-                    raise
-                response = await handler(request, exc)
-                exc.__traceback__ = None  # reused exception instances accumulate tracebacks
-                if response is None:  # as Starlette: nothing sent
-                    return
+            response = await self.respond(request)
+            if response is None:  # as Starlette: nothing sent
+                return
             if type(response) is Response and response.background is None:
                 tagged.status = response.status_code
                 await send(
@@ -173,6 +183,127 @@ class _Flat:
                 await wrap_app_handling_exceptions(response, request)(scope, receive, tagged)
         finally:
             mw.close(scope, shed, tagged.status, start, token)
+
+    async def respond(self, request: Request) -> Response | None:
+        """The endpoint's response, or the app's handler's for the exception it raised
+        (``None``: send nothing); an exception no handler maps propagates."""
+        try:
+            response: Response = await request.scope["endpoint"](request)
+        except Exception as exc:
+            handler: Any = _lookup_exception_handler(self.tables[0], exc)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+            exc.__traceback__ = None  # reused exception instances accumulate tracebacks
+        return response
+
+    async def serve(self, cycle: RequestResponseCycle) -> None:
+        """Serve a request straight from uvicorn's ``cycle``, for the server protocol
+        (:class:`~ordonum.service.protocol.CoalescingProtocol`): what :meth:`__call__` does
+        under ``ServerErrorMiddleware`` and uvicorn's ``run_asgi``, without the ASGI calls in
+        between. When the body is already in (the usual case: it came with the headers), the
+        request reads it without ``receive``; a plain response goes to the connection as one
+        write of the bytes uvicorn's ``send`` would have written. Anything else (a body still
+        arriving, ``100 Continue``, another response class, shedding, a refused body, a crash)
+        takes the ASGI messages through uvicorn's own ``receive`` and ``send``."""
+        # uvicorn's TypedDicts, as the ASGI mappings Starlette takes
+        scope: Scope = cycle.scope  # type: ignore[assignment]
+        send: Send = cycle.send  # type: ignore[assignment]
+        mw = self.mw
+        start, rid, length, token = mw.open(scope)
+        tagged = RequestIdSend(send, rid)
+        shed = mw.overdue(scope)
+        request = None
+        try:
+            if not await mw.refused(shed, length, tagged):
+                scope["starlette.exception_handlers"] = self.tables
+                receive = mw.limited(cycle.receive)  # type: ignore[arg-type]
+                request = Request(scope, receive, send)
+                if not cycle.more_body and len(cycle.body) <= mw.max_body:
+                    # The whole body is in (a longer one is refused while read, as sent).
+                    request._body = bytes(cycle.body)
+                    cycle.body = bytearray()
+                response = await self.respond(request)
+                if type(response) is Response and response.background is None:
+                    tagged.status = response.status_code
+                    await _write(cycle, response, rid)
+                elif response is not None:
+                    await wrap_app_handling_exceptions(response, request)(scope, receive, tagged)
+        except Exception as exc:
+            await self.crashed(cycle, request or Request(scope), exc)
+        else:  # as run_asgi
+            if not cycle.response_started and not cycle.disconnected:
+                cycle.logger.error("ASGI callable returned without starting response.")
+                await cycle.send_500_response()
+            elif not cycle.response_complete and not cycle.disconnected:
+                cycle.logger.error("ASGI callable returned without completing response.")
+                cycle.transport.close()
+        finally:
+            mw.close(scope, shed, tagged.status, start, token)
+            cycle.on_response = _nothing  # as run_asgi: the connection is not ours any more
+
+    async def crashed(self, cycle: RequestResponseCycle, request: Request, exc: Exception) -> None:
+        """An exception no handler maps, as ``ServerErrorMiddleware`` and uvicorn's
+        ``run_asgi`` answer it: the app's 500 handler's response if nothing was sent yet,
+        the error logged, the connection closed."""
+        try:
+            if not cycle.response_started:
+                handler = self.error_handler
+                if handler is None:
+                    response: Response = PlainTextResponse("Internal Server Error", 500)
+                elif is_async_callable(handler):
+                    response = await handler(request, exc)
+                else:
+                    response = await run_in_threadpool(handler, request, exc)
+                await response(request.scope, cycle.receive, cycle.send)  # type: ignore[arg-type]
+        finally:
+            cycle.logger.error("Exception in ASGI application\n", exc_info=exc)
+            cycle.transport.close()
+
+
+def _nothing() -> None:
+    pass
+
+
+async def _write(cycle: RequestResponseCycle, response: Response, rid: bytes) -> None:
+    """``response`` (a plain ``Response``, its headers lowercased and its Content-Length
+    set by Starlette) and ``X-Request-ID`` on the connection in one write: the bytes
+    uvicorn's ``send`` writes for its two messages, with the same header checks."""
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    if cycle.disconnected:
+        return
+    if cycle.access_log:  # uvicorn's own line, when its access log is on
+        cycle.access_logger.info(
+            '%s - "%s %s HTTP/%s" %d',
+            get_client_addr(cycle.scope),
+            cycle.scope["method"],
+            get_path_with_query_string(cycle.scope),
+            cycle.scope["http_version"],
+            response.status_code,
+        )
+    content: list[bytes | memoryview] = [STATUS_LINE[response.status_code]]
+    closing = False
+    for name, value in (*cycle.default_headers, *response.raw_headers, (b"x-request-id", rid)):
+        if HEADER_RE.search(name):
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(value):
+            raise RuntimeError("Invalid HTTP header value.")
+        if name == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
+            cycle.keep_alive = False
+            closing = True
+        content += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive and not closing:
+        content.append(b"connection: close\r\n")
+    content += (b"\r\n", response.body)
+    cycle.response_started = cycle.response_complete = True
+    cycle.waiting_for_100_continue = False
+    transport = cycle.transport
+    getattr(transport, "write_now", transport.write)(b"".join(content))
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        transport.close()
+    cycle.on_response()
 
 
 class HotDispatch:
@@ -200,12 +331,15 @@ class HotDispatch:
             else:
                 others[key] = value
         app: ASGIApp
+        self.flat: _Flat | None = None
+        self.debug = debug  # ServerErrorMiddleware's debug page: never served directly
         # _Flat maps exceptions as Starlette does for handlers keyed by class and async (the
         # app's); status-code or sync handlers keep the generic stack.
         flat_handlers = all(isinstance(k, type) and is_async_callable(v) for k, v in others.items())
         if flat_handlers and [cls for cls, _, _ in middleware] == [RequestMiddleware]:
             _, args, kwargs = middleware[0]
-            app = _Flat(RequestMiddleware(full, *args, **kwargs), others, debug)
+            mw = RequestMiddleware(full, *args, **kwargs)
+            app = self.flat = _Flat(mw, others, debug, error_handler)
         else:
             app = _Matched(others, debug)
             for cls, args, kwargs in reversed(middleware):
@@ -221,6 +355,18 @@ class HotDispatch:
                     await self.hot(scope, receive, send)
                     return
         await self.full(scope, receive, send)
+
+    def direct(self, scope: Scope) -> Callable[[RequestResponseCycle], Awaitable[None]] | None:
+        """For the server protocol: how to serve ``scope`` straight from uvicorn's request
+        cycle (:meth:`_Flat.serve`, the scope completed as the route match completes it), or
+        ``None`` for the ASGI call (not a hot route, or not the flat stack)."""
+        if self.flat is not None and not self.debug and scope["method"] in self.methods:
+            for route in self.routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child)
+                    return self.flat.serve
+        return None
 
 
 def _add_schema(components: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
