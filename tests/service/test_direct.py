@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from ordonum.service import Services, Settings, create_app
 from ordonum.service.fastroute import HotDispatch, _Flat
 from ordonum.service.protocol import CoalescingProtocol
+from starlette.responses import Response
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -83,9 +85,12 @@ async def _exchange(
     protocol_class: type[HttpToolsProtocol],
     chunks: list[bytes],
     stall: float = 0.0,
-) -> RecordingTransport:
+    hang_up: bool = False,
+) -> tuple[bytes, bool]:
     """Feeds ``chunks`` to a fresh connection, letting the loop run after each (after
-    ``stall`` seconds of a busy loop: the requests then waited that long to be served)."""
+    ``stall`` seconds of a busy loop: the requests then waited that long to be served);
+    returns what the protocol wrote and whether it closed the connection. ``hang_up``: the
+    client goes away right after sending, before the loop runs."""
     # As `ordonum serve` runs it: no proxy-headers wrapper in front of the app.
     config = Config(
         app=app,
@@ -102,6 +107,8 @@ async def _exchange(
     protocol.connection_made(transport)
     for chunk in chunks:
         protocol.data_received(chunk)
+        if hang_up:
+            protocol.connection_lost(None)
         time.sleep(stall)
         # Until every request is answered (durable writes wait for the journal), or a
         # moment for one whose body is still to come.
@@ -109,18 +116,21 @@ async def _exchange(
         await asyncio.sleep(0)
         while state.tasks and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
-    protocol.connection_lost(None)
+    closed = transport.closed  # by the server (the client's hang-up below closes it too)
+    if not hang_up:
+        protocol.connection_lost(None)
     for _ in range(5):
         await asyncio.sleep(0)
-    return transport
+    return b"".join(transport.writes), closed
 
 
-def _masked(transport: RecordingTransport) -> tuple[bytes, bool]:
+def _masked(exchanged: tuple[bytes, bool]) -> tuple[bytes, bool]:
     # IDs, tokens and times differ between the two prescriptions; so do the lengths of the
     # documents that carry them.
-    data = _VOLATILE.sub(rb'"\1":"~"', b"".join(transport.writes))
+    data, closed = exchanged
+    data = _VOLATILE.sub(rb'"\1":"~"', data)
     data = _MADE_ID.sub(b"x-request-id: ~\r\n", data)
-    return _LENGTH.sub(b"content-length: ~\r\n", data), transport.closed
+    return _LENGTH.sub(b"content-length: ~\r\n", data), closed
 
 
 Conversation = Callable[[dict[str, Any]], list[bytes]]
@@ -173,6 +183,10 @@ def _conversations(ph: dict[str, str], doc: dict[str, str]) -> dict[str, Convers
             request.partition(b"\r\n\r\n")[2],
             scan_token(rx, "after"),
         ],
+        "100-continue, the body in the same read": lambda rx: [
+            _json("POST", "/v1/scan", ph | {"expect": "100-continue"}, rx_token(rx)),
+            scan_token(rx, "after"),
+        ],
         "connection: close": lambda rx: [
             _json("POST", "/v1/scan", ph | {"connection": "close"}, rx_token(rx)),
         ],
@@ -197,8 +211,8 @@ async def _two_prescriptions(app: FastAPI, doc: dict[str, str]) -> list[dict[str
     body = prescription_body(nir())
     out = []
     for _ in range(2):
-        created = await _exchange(app, ViaAsgi, [_json("POST", "/v1/prescriptions", doc, body)])
-        out.append(json.loads(b"".join(created.writes).partition(b"\r\n\r\n")[2]))
+        created, _ = await _exchange(app, ViaAsgi, [_json("POST", "/v1/prescriptions", doc, body)])
+        out.append(json.loads(created.partition(b"\r\n\r\n")[2]))
     return out
 
 
@@ -216,6 +230,7 @@ def people(bearer: Bearer) -> tuple[dict[str, str], dict[str, str]]:
         "pipelined",
         "body split across reads",
         "100-continue",
+        "100-continue, the body in the same read",
         "connection: close",
         "HTTP/1.0",
         "chunked body",
@@ -250,6 +265,7 @@ async def test_served_from_the_cycle_as_through_the_app(
     assert served_directly > 0
     assert got == want
     assert got[0].startswith(b"HTTP/1.1 ")
+    assert got[1] == (name in ("connection: close", "HTTP/1.0"))  # closed by the server
     counts = []
     for app in (direct, via_asgi):
         stack = app.middleware_stack
@@ -310,3 +326,83 @@ async def test_an_unmapped_exception_answers_500_and_closes_as_through_the_app(
     assert data.startswith(b"HTTP/1.1 500 ")
     assert data.count(b"HTTP/1.1 ") == 1  # closed: the second request is never served
     assert closed
+
+
+async def test_a_client_gone_before_its_request_runs_changes_nothing(
+    settings: Settings, services: Services, people: tuple[dict[str, str], dict[str, str]]
+) -> None:
+    # The body is in, but the connection is lost before the request's task runs: the body
+    # is then read through receive (a disconnect), and nothing is written, as via the app.
+    ph, doc = people
+    direct, via_asgi = _app(settings, services), _app(settings, services)
+    ours, theirs = await _two_prescriptions(direct, doc)
+    for app, protocol_class, rx in (
+        (direct, CoalescingProtocol, ours),
+        (via_asgi, ViaAsgi, theirs),
+    ):
+        body = {"token": rx["token"], "lines": [{"line": 0, "quantity": 1}]}
+        headers = ph | {"idempotency-key": "gone"}
+        talk = [_json("POST", f"/v1/prescriptions/{rx['id']}/dispensations", headers, body)]
+        data, _ = await _exchange(app, protocol_class, talk, hang_up=True)
+        assert data == b""
+        kept = json.loads(await services.backend.dispensations(rx["id"]))
+        assert kept["dispensations"] == []
+
+
+def _odd(kind: str) -> Callable[[Any], Any]:
+    """Endpoints answering what the hot routes never do, for the paths around the one write."""
+
+    async def endpoint(_: Any) -> Any:
+        if kind == "invalid header":
+            return Response(b"ok", headers={"x-bad": "a\nb"})
+        if kind == "content-length not the body's":
+            return Response(b"abc", headers={"content-length": "10"})
+        if kind == "JSONResponse":
+            return JSONResponse({"a": 1}, headers={"connection": "close"})
+        if kind == "no response":
+            return None
+        raise RuntimeError("the endpoint broke")  # and the 500 handler breaks too
+
+    return endpoint
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["invalid header", "content-length not the body's", "JSONResponse", "no response", "crash"],
+)
+async def test_odd_answers_are_sent_as_through_the_app(
+    settings: Settings,
+    services: Services,
+    people: tuple[dict[str, str], dict[str, str]],
+    kind: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ph, _ = people
+    answers = []
+    for protocol_class in (CoalescingProtocol, ViaAsgi):
+        app = _app(settings, services)
+        stack = app.middleware_stack
+        assert isinstance(stack, HotDispatch)
+        assert stack.flat is not None
+        for route in stack.routes:
+            route.endpoint = _odd(kind)  # type: ignore[attr-defined]
+        if kind == "crash":
+
+            async def broken_handler(*_: Any) -> Any:
+                raise RuntimeError("the 500 handler broke")
+
+            stack.flat.error_handler = broken_handler
+            stack.hot.handler = broken_handler  # type: ignore[attr-defined]
+        talk = [
+            _json("POST", "/v1/scan", ph | {"x-request-id": "odd"}, {}),
+            _json("GET", "/", {}, {}),
+        ]
+        with caplog.at_level(logging.ERROR):
+            answers.append(await _exchange(app, protocol_class, talk))
+    assert answers[0] == answers[1]
+    data, closed = answers[0]
+    if kind in ("invalid header", "content-length not the body's"):
+        assert closed  # the error comes with or after the status line: the connection goes
+    if kind in ("no response", "crash"):
+        assert data.startswith(b"HTTP/1.1 500 ")
+        assert b"Internal Server Error" in data

@@ -201,11 +201,14 @@ class _Flat:
         """Serve a request straight from uvicorn's ``cycle``, for the server protocol
         (:class:`~ordonum.service.protocol.CoalescingProtocol`): what :meth:`__call__` does
         under ``ServerErrorMiddleware`` and uvicorn's ``run_asgi``, without the ASGI calls in
-        between. When the body is already in (the usual case: it came with the headers), the
-        request reads it without ``receive``; a plain response goes to the connection as one
-        write of the bytes uvicorn's ``send`` would have written. Anything else (a body still
-        arriving, ``100 Continue``, another response class, shedding, a refused body, a crash)
-        takes the ASGI messages through uvicorn's own ``receive`` and ``send``."""
+        between. When the whole body is already in (the usual case: it came with the
+        headers), the request reads it without ``receive``; a plain response whose
+        Content-Length is its body's goes to the connection as one write of the bytes
+        uvicorn's ``send`` would have written. Anything else (a body still arriving, a
+        ``100 Continue`` to send, a client gone, another response class, a HEAD, shedding, a
+        refused body, a crash) takes the ASGI messages through uvicorn's own ``receive`` and
+        ``send``. One difference: the log lines of a crash carry the request's ID (the ASGI
+        path logs them after the middleware reset it)."""
         # uvicorn's TypedDicts, as the ASGI mappings Starlette takes
         scope: Scope = cycle.scope  # type: ignore[assignment]
         send: Send = cycle.send  # type: ignore[assignment]
@@ -213,24 +216,34 @@ class _Flat:
         start, rid, length, token = mw.open(scope)
         tagged = RequestIdSend(send, rid)
         shed = mw.overdue(scope)
-        request = None
         try:
             if not await mw.refused(shed, length, tagged):
                 scope["starlette.exception_handlers"] = self.tables
                 receive = mw.limited(cycle.receive)  # type: ignore[arg-type]
                 request = Request(scope, receive, send)
-                if not cycle.more_body and len(cycle.body) <= mw.max_body:
-                    # The whole body is in (a longer one is refused while read, as sent).
+                if not (
+                    cycle.more_body
+                    or cycle.disconnected
+                    or cycle.waiting_for_100_continue
+                    or len(cycle.body) > mw.max_body  # refused while read, as sent
+                ):
                     request._body = bytes(cycle.body)
                     cycle.body = bytearray()
                 response = await self.respond(request)
-                if type(response) is Response and response.background is None:
+                if (
+                    type(response) is Response
+                    and response.background is None
+                    and _framed(scope, response)
+                ):
                     tagged.status = response.status_code
                     await _write(cycle, response, rid)
                 elif response is not None:
                     await wrap_app_handling_exceptions(response, request)(scope, receive, tagged)
         except Exception as exc:
-            await self.crashed(cycle, request or Request(scope), exc)
+            await self.crashed(cycle, Request(scope), exc)
+        except BaseException as exc:  # cancelled: as run_asgi, no handler
+            await _failed(cycle, exc)
+            raise
         else:  # as run_asgi
             if not cycle.response_started and not cycle.disconnected:
                 cycle.logger.error("ASGI callable returned without starting response.")
@@ -244,8 +257,10 @@ class _Flat:
 
     async def crashed(self, cycle: RequestResponseCycle, request: Request, exc: Exception) -> None:
         """An exception no handler maps, as ``ServerErrorMiddleware`` and uvicorn's
-        ``run_asgi`` answer it: the app's 500 handler's response if nothing was sent yet,
-        the error logged, the connection closed."""
+        ``run_asgi`` answer it: the app's 500 handler's response if nothing was sent yet
+        (uvicorn's plain 500 if that handler fails too), the error logged, the connection
+        closed."""
+        failure: BaseException = exc
         try:
             if not cycle.response_started:
                 handler = self.error_handler
@@ -256,9 +271,30 @@ class _Flat:
                 else:
                     response = await run_in_threadpool(handler, request, exc)
                 await response(request.scope, cycle.receive, cycle.send)  # type: ignore[arg-type]
-        finally:
-            cycle.logger.error("Exception in ASGI application\n", exc_info=exc)
-            cycle.transport.close()
+        except BaseException as second:  # the handler's own failure is what run_asgi logs
+            failure = second
+        await _failed(cycle, failure)
+
+
+async def _failed(cycle: RequestResponseCycle, exc: BaseException) -> None:
+    """uvicorn's ``run_asgi`` after an exception: logged; its plain 500 if nothing was sent
+    yet, else the connection closed."""
+    cycle.logger.error("Exception in ASGI application\n", exc_info=exc)
+    if not cycle.response_started:
+        await cycle.send_500_response()
+    else:
+        cycle.transport.close()
+
+
+def _framed(scope: Scope, response: Response) -> bool:
+    """Whether uvicorn's ``send`` would write ``response`` as it is: not a HEAD (no body),
+    and its Content-Length (the first, as uvicorn reads) is its body's length."""
+    if scope["method"] == "HEAD":
+        return False
+    for name, value in response.raw_headers:
+        if name == b"content-length":
+            return value.isdigit() and int(value) == len(response.body)
+    return False
 
 
 def _nothing() -> None:
@@ -282,6 +318,8 @@ async def _write(cycle: RequestResponseCycle, response: Response, rid: bytes) ->
             cycle.scope["http_version"],
             response.status_code,
         )
+    cycle.response_started = True  # as uvicorn's send: before the checks below may raise
+    cycle.waiting_for_100_continue = False
     content: list[bytes | memoryview] = [STATUS_LINE[response.status_code]]
     closing = False
     for name, value in (*cycle.default_headers, *response.raw_headers, (b"x-request-id", rid)):
@@ -296,8 +334,7 @@ async def _write(cycle: RequestResponseCycle, response: Response, rid: bytes) ->
     if not cycle.keep_alive and not closing:
         content.append(b"connection: close\r\n")
     content += (b"\r\n", response.body)
-    cycle.response_started = cycle.response_complete = True
-    cycle.waiting_for_100_continue = False
+    cycle.response_complete = True
     transport = cycle.transport
     getattr(transport, "write_now", transport.write)(b"".join(content))
     cycle.message_event.set()
