@@ -213,15 +213,18 @@ class CpuSampler(threading.Thread):
         self._halt = threading.Event()
 
     @staticmethod
-    def _busy_s() -> float:
+    def _busy_s() -> tuple[float, float]:
+        """CPU seconds the machine was busy so far (steal included: the hypervisor ran
+        something else on our cores), and of them stolen."""
         import psutil
 
         t = psutil.cpu_times()
-        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+        steal = float(getattr(t, "steal", 0.0))
+        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0)), steal
 
     def _all(self) -> dict[str, float]:
         cur = {k: loadkit.cpu_seconds(p) for k, p in self.pids.items()}
-        cur["machine"] = self._busy_s()
+        cur["machine"], cur["steal"] = self._busy_s()
         return cur
 
     def run(self) -> None:
@@ -231,7 +234,8 @@ class CpuSampler(threading.Thread):
             sample = {"t": now}
             for k in cur:
                 sample[k] = (cur[k] - last[k]) / (now - t_last)
-            # what the rest of the machine took: other users of these cores skew a run
+            # what the rest of the machine took: other users of these cores skew a run (the
+            # hypervisor's steal among them, also given apart)
             sample["others"] = max(0.0, sample["machine"] - sum(sample[k] for k in self.pids))
             self.samples.append(sample)
             last, t_last = cur, now
@@ -559,8 +563,8 @@ def summary_md(
         "",
         "| step | target req/s | achieved req/s | p50 ms | p95 ms | p99 ms | max ms | "
         "unexpected failures | expected 409 | server CPU | server CPU µs/req | locust CPU | "
-        "other processes CPU | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "other processes CPU | of it, hypervisor steal | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         t = r.total
@@ -570,7 +574,7 @@ def summary_md(
             f"{fmt_ms(t.p(0.99))} | {fmt_ms(t.p(1.0))} | {t.failures:,} ({t.failure_ratio:.2%}) | "
             f"{t.expected_409:,} | {server_cpu(r):.0%} | "
             f"{cpu_per_request_us(r):,.0f} | {r.cpu.get('locust', math.nan):.0%} | "
-            f"{r.cpu.get('others', math.nan):.0%} | "
+            f"{r.cpu.get('others', math.nan):.0%} | {r.cpu.get('steal', math.nan):.0%} | "
             f"{r.verdict()} |"
         )
     for r in results[:1] + ([k] if k is not None and k is not results[0] else []):
@@ -673,7 +677,7 @@ def plot(
         ax2.plot(xs, [per_sec[flow].get(x, 0) for x in xs], label=flow, lw=0.8)
     ax2.set_ylabel("req/s per flow")
     cpu_t = [s["t"] - t0 for s in cpu]
-    keys = ("server", "postgres", "locust", "others")
+    keys = ("server", "postgres", "locust", "others", "steal")
     for key in (k for k in keys if any(k in s for s in cpu)):
         ax3.plot(cpu_t, [100 * s.get(key, math.nan) for s in cpu], label=f"{key} CPU", lw=1)
     ax3.set_ylabel("CPU % of one core")
