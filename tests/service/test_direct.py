@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from ordonum.service import Services, Settings, create_app
+from ordonum import StoreFailed
+from ordonum.service import Services, Settings, create_app, fastroute
+from ordonum.service.durable import Durability, DurableWaiter
 from ordonum.service.fastroute import HotDispatch, _Flat
 from ordonum.service.protocol import CoalescingProtocol
 from starlette.responses import Response
@@ -205,6 +207,12 @@ def _conversations(ph: dict[str, str], doc: dict[str, str]) -> dict[str, Convers
 
 def rx_token(rx: dict[str, Any]) -> dict[str, str]:
     return {"token": rx["token"]}
+
+
+def _dispense_one(rx: dict[str, Any], headers: dict[str, str]) -> bytes:
+    """A dispensation of one pack of line 0, proved by the token."""
+    body = {"token": rx["token"], "lines": [{"line": 0, "quantity": 1}]}
+    return _json("POST", f"/v1/prescriptions/{rx['id']}/dispensations", headers, body)
 
 
 async def _two_prescriptions(app: FastAPI, doc: dict[str, str]) -> list[dict[str, Any]]:
@@ -406,3 +414,70 @@ async def test_odd_answers_are_sent_as_through_the_app(
     if kind in ("no response", "crash"):
         assert data.startswith(b"HTTP/1.1 500 ")
         assert b"Internal Server Error" in data
+
+
+async def test_durable_answers_are_written_from_the_journals_wake_up(
+    settings: Settings,
+    services: Services,
+    people: tuple[dict[str, str], dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The lane writes a creation's or a dispensation's answer when the waiter settles it
+    # (the wake-up's read or a poll), not once the request's task is resumed.
+    ph, doc = people
+    app = _app(settings, services)
+    rx, _ = await _two_prescriptions(app, doc)
+    settling = []
+    written: list[tuple[int, bool]] = []
+    ripe, write_now = DurableWaiter._ripe, fastroute._write_now
+
+    def spy_ripe(self: DurableWaiter, durable: int) -> None:
+        settling.append(True)
+        try:
+            ripe(self, durable)
+        finally:
+            settling.pop()
+
+    def spy_write(cycle: Any, response: Any, rid: bytes) -> None:
+        written.append((response.status_code, bool(settling)))
+        write_now(cycle, response, rid)
+
+    monkeypatch.setattr(DurableWaiter, "_ripe", spy_ripe)
+    monkeypatch.setattr(fastroute, "_write_now", spy_write)
+    talk = [
+        _dispense_one(rx, ph | {"idempotency-key": "w"}),
+        _json("POST", "/v1/prescriptions", doc, prescription_body(nir())),
+        _json("POST", "/v1/scan", ph, rx_token(rx)),
+    ]
+    data, _ = await _exchange(app, CoalescingProtocol, talk)
+    assert data.count(b"HTTP/1.1 201 ") == 2
+    assert written == [(201, True), (201, True), (200, False)], written
+
+
+async def test_a_journal_failure_answers_503_as_through_the_app(
+    settings: Settings,
+    services: Services,
+    people: tuple[dict[str, str], dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ph, doc = people
+    direct, via_asgi = _app(settings, services), _app(settings, services)
+    ours, theirs = await _two_prescriptions(direct, doc)
+    failure = StoreFailed("journal fdatasync failed: No space left on device")
+
+    async def wait(_: Durability) -> None:
+        raise failure
+
+    monkeypatch.setattr(Durability, "then", lambda _, callback: callback(failure))
+    monkeypatch.setattr(Durability, "wait", wait)
+    answers = []
+    runs = ((direct, CoalescingProtocol, ours), (via_asgi, ViaAsgi, theirs))
+    for app, protocol_class, rx in runs:
+        create = prescription_body(nir())
+        talk = [
+            _dispense_one(rx, ph | {"idempotency-key": "f", "x-request-id": "f"}),
+            _json("POST", "/v1/prescriptions", doc | {"x-request-id": "c"}, create),
+        ]
+        answers.append(_masked(await _exchange(app, protocol_class, talk)))
+    assert answers[0] == answers[1]
+    assert answers[0][0].count(b"HTTP/1.1 503 ") == 2

@@ -220,3 +220,41 @@ async def test_writes_durable_before_a_failure_are_still_acknowledged() -> None:
     waiter.close()
     journal.rx.close()
     journal.tx.close()
+
+
+async def test_callbacks_are_settled_by_a_poll_without_the_wake_up_and_fail_alike(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal = _FailingJournal()
+    waiter = DurableWaiter(journal, asyncio.get_running_loop())  # type: ignore[arg-type]
+    calls: list[tuple[int, BaseException | None]] = []
+
+    def broken(_: BaseException | None) -> None:
+        raise RuntimeError("a callback that fails")
+
+    waiter.then(3, lambda exc: calls.append((3, exc)))
+    waiter.then(1, broken)  # logged; the others are settled all the same
+    waiter.then(1, lambda exc: calls.append((1, exc)))
+    future = waiter.wait(2)
+    waiter.poll()
+    assert calls == []  # nothing durable yet
+    journal.durable = 2
+    waiter.poll()  # no wake-up byte was sent: the poll alone settles what is durable
+    assert calls == [(1, None)]
+    assert future.done()
+    assert "a durability callback failed" in caplog.text
+    journal.failed = 1  # the next batch failed
+    journal.tx.send(b"\x01")
+    await asyncio.sleep(0.05)
+    assert [n for n, _ in calls] == [1, 3]
+    assert isinstance(calls[1][1], StoreFailed)
+    at_once: list[BaseException | None] = []
+    waiter.then(9, at_once.append)  # above the durable LSN after a failure: failed at once
+    waiter.then(2, at_once.append)  # durable before the failure: acknowledged at once
+    assert isinstance(at_once[0], StoreFailed)
+    assert at_once[1] is None
+    waiter.close()
+    waiter.then(10, at_once.append)
+    assert isinstance(at_once[2], StoreFailed)
+    journal.rx.close()
+    journal.tx.close()

@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from ordonum import NotFound, Store
-from ordonum.service.durable import DurableWaiter
+from ordonum.service.durable import DONE, Durability, DurableWaiter
 from ordonum.service.ratelimit import Lockout
 from ordonum.service.vault import TokenVault
 
@@ -50,6 +50,11 @@ class Backend(Protocol):
 
     async def create(self, record: dict[str, Any], token: str, *, now_ms: int) -> bytes:
         """Create durably (the prescription and its QR token text); its document."""
+        ...
+
+    async def create_start(self, record: dict[str, Any], token: str, *, now_ms: int) -> Durability:
+        """Queue the creation (checked and refused as :meth:`create` does); the API answers
+        once the returned :class:`~ordonum.service.durable.Durability` says it is durable."""
         ...
 
     async def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes: ...
@@ -77,6 +82,18 @@ class Backend(Protocol):
         """All lines or none; the answer once durable. Same key + same request: the first
         answer with ``"replayed": true``; same key, other request, or over-dispensing:
         Conflict."""
+        ...
+
+    async def dispense_start(
+        self,
+        rx_id: str,
+        record: dict[str, Any],
+        *,
+        idempotency_key: str,
+        access_code: str,
+        now_ms: int | None = None,
+    ) -> tuple[bytes, Durability]:
+        """:meth:`dispense`'s answer, and when the write is durable (the API answers then)."""
         ...
 
     async def cancel(
@@ -157,9 +174,20 @@ class EmbeddedBackend:
             if waiter is not None:
                 waiter.close()
             waiter = self._waiter = DurableWaiter(self.store, loop)
+        waiter.poll()  # answer the durable writes ripe by now
         return waiter
 
     async def create(self, record: dict[str, Any], token: str, *, now_ms: int) -> bytes:
+        rx_id, durability = self._create_submit(record, token, now_ms)
+        await durability.wait()
+        return self.store.get(rx_id, now_ms=now_ms)
+
+    async def create_start(self, record: dict[str, Any], token: str, *, now_ms: int) -> Durability:
+        return self._create_submit(record, token, now_ms)[1]
+
+    def _create_submit(
+        self, record: dict[str, Any], token: str, now_ms: int
+    ) -> tuple[str, Durability]:
         # The token text goes into the store's record (one journal record, one fsync):
         # checked and queued here, awaited through the journal's wake-ups (no worker thread).
         # The waiter first: it listens on the wake-up fd before the write is queued, so a
@@ -168,8 +196,7 @@ class EmbeddedBackend:
         rx_id, lsn = self.store.create_submit(
             orjson.dumps({**record, "qr_token": token}), now_ms=now_ms
         )
-        await durable.wait(lsn)
-        return self.store.get(rx_id, now_ms=now_ms)
+        return rx_id, Durability(durable, lsn)
 
     async def get(self, rx_id: str, *, now_ms: int | None = None) -> bytes:
         return self.store.get(rx_id, now_ms=now_ms)
@@ -182,6 +209,9 @@ class EmbeddedBackend:
     ) -> bytes:
         # On the event loop: the store logs the access without waiting for the journal's
         # fdatasync (see Store.scan) and costs microseconds, the GIL released inside.
+        waiter = self._waiter
+        if waiter is not None and waiter.loop is asyncio.get_running_loop():
+            waiter.poll()  # answer the durable writes ripe by now (see DurableWaiter)
         return self.store.scan(rx_id, access_code, actor=actor, now_ms=now_ms)
 
     async def dispense(
@@ -193,13 +223,28 @@ class EmbeddedBackend:
         access_code: str,
         now_ms: int | None = None,
     ) -> bytes:
+        answer, durability = await self.dispense_start(
+            rx_id, record, idempotency_key=idempotency_key, access_code=access_code, now_ms=now_ms
+        )
+        await durability.wait()
+        return answer
+
+    async def dispense_start(
+        self,
+        rx_id: str,
+        record: dict[str, Any],
+        *,
+        idempotency_key: str,
+        access_code: str,
+        now_ms: int | None = None,
+    ) -> tuple[bytes, Durability]:
         body = orjson.dumps(record)
         durable = self._durable()  # before the submit, as in create
         submitted = self.store.dispense_submit(
             rx_id, body, idempotency_key=idempotency_key, access_code=access_code, now_ms=now_ms
         )
         if submitted is None:  # another write of it in flight: wait for its turn in a thread
-            return await self._blocking(
+            answer = await self._blocking(
                 self.store.dispense,
                 rx_id,
                 body,
@@ -207,9 +252,9 @@ class EmbeddedBackend:
                 access_code=access_code,
                 now_ms=now_ms,
             )
+            return answer, DONE
         answer, lsn = submitted
-        await durable.wait(lsn)
-        return answer
+        return answer, Durability(durable, lsn)
 
     async def cancel(self, rx_id: str, *, prescriber_rpps: str, now_ms: int | None = None) -> str:
         return await self._blocking(

@@ -24,11 +24,15 @@ log) → the endpoint, its exceptions mapped once by the app's handlers; everyth
 the whole stack, unchanged. With the app's usual middleware (``RequestMiddleware`` alone),
 that middleware and the endpoint's call run as one coroutine (:class:`_Flat`); under
 ``ordonum serve`` its :meth:`_Flat.serve` answers from uvicorn's request cycle, without the
-ASGI calls (see :mod:`ordonum.service.protocol`).
+ASGI calls (see :mod:`ordonum.service.protocol`), and writes a durable write's answer
+(:class:`DurableResponse`) from the journal's wake-up itself (see
+:mod:`ordonum.service.durable`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,9 +56,17 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from ordonum.service.durable import Durability
 from ordonum.service.middleware import RequestIdSend, RequestMiddleware
 
-__all__ = ["FastRoute", "HotDispatch", "document", "missing_header", "read_body"]
+__all__ = [
+    "DurableResponse",
+    "FastRoute",
+    "HotDispatch",
+    "document",
+    "missing_header",
+    "read_body",
+]
 
 REF = "#/components/schemas/{model}"
 
@@ -78,6 +90,23 @@ def missing_header(name: str) -> RequestValidationError:
     return RequestValidationError(
         [{"loc": ("header", name), "msg": "Field required", "type": "missing"}]
     )
+
+
+class DurableResponse(Response):
+    """An answer to send only once the write behind it is durable (``durability``). Sent as
+    an ASGI response, it awaits that, then sends (the journal's failure raised there is
+    mapped by the app's handlers, as from the endpoint). The direct lane
+    (:meth:`_Flat.serve`) writes it from the journal's wake-up itself."""
+
+    def __init__(
+        self, content: bytes, durability: Durability, status_code: int, media_type: str
+    ) -> None:
+        super().__init__(content, status_code=status_code, media_type=media_type)
+        self.durability = durability
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.durability.wait()
+        await super().__call__(scope, receive, send)
 
 
 @dataclass(frozen=True)
@@ -188,13 +217,18 @@ class _Flat:
         """The endpoint's response, or the app's handler's for the exception it raised
         (``None``: send nothing); an exception no handler maps propagates."""
         try:
-            response: Response = await request.scope["endpoint"](request)
+            response: Response | None = await request.scope["endpoint"](request)
         except Exception as exc:
-            handler: Any = _lookup_exception_handler(self.tables[0], exc)
-            if handler is None:
-                raise
-            response = await handler(request, exc)
-            exc.__traceback__ = None  # reused exception instances accumulate tracebacks
+            response = await self.handled(request, exc)
+        return response
+
+    async def handled(self, request: Request, exc: Exception) -> Response | None:
+        """The app's handler's response to ``exc``; ``exc`` raised again if none maps it."""
+        handler: Any = _lookup_exception_handler(self.tables[0], exc)
+        if handler is None:
+            raise exc
+        response: Response | None = await handler(request, exc)
+        exc.__traceback__ = None  # reused exception instances accumulate tracebacks
         return response
 
     async def serve(self, cycle: RequestResponseCycle) -> None:
@@ -216,6 +250,7 @@ class _Flat:
         start, rid, length, token = mw.open(scope)
         tagged = RequestIdSend(send, rid)
         shed = mw.overdue(scope)
+        end = None  # when the answer was written, if not by this task
         try:
             if not await mw.refused(shed, length, tagged):
                 scope["starlette.exception_handlers"] = self.tables
@@ -230,6 +265,16 @@ class _Flat:
                     request._body = bytes(cycle.body)
                     cycle.body = bytearray()
                 response = await self.respond(request)
+                if type(response) is DurableResponse and _framed(scope, response):
+                    outcome = await _when_durable(cycle, response, rid)
+                    if isinstance(outcome, Exception):  # the journal failed: as raised
+                        response = await self.handled(request, outcome)
+                    else:
+                        tagged.status = response.status_code
+                        if outcome is None:  # not written by the wake-up: by this task
+                            await _write(cycle, response, rid)
+                        end = outcome
+                        response = None
                 if (
                     type(response) is Response
                     and response.background is None
@@ -252,7 +297,7 @@ class _Flat:
                 cycle.logger.error("ASGI callable returned without completing response.")
                 cycle.transport.close()
         finally:
-            mw.close(scope, shed, tagged.status, start, token)
+            mw.close(scope, shed, tagged.status, start, token, end)
             cycle.on_response = _nothing  # as run_asgi: the connection is not ours any more
 
     async def crashed(self, cycle: RequestResponseCycle, request: Request, exc: Exception) -> None:
@@ -301,12 +346,46 @@ def _nothing() -> None:
     pass
 
 
+async def _when_durable(
+    cycle: RequestResponseCycle, response: DurableResponse, rid: bytes
+) -> float | Exception | None:
+    """Waits until ``response``'s write is durable, and writes it then, from the journal's
+    wake-up (or a poll) itself, not once this task is resumed; returns when it was written
+    (``time.perf_counter()``), the journal's exception, or ``None`` if the task is to write
+    it (the socket's buffer is full, or the client is gone)."""
+    done: asyncio.Future[float | Exception | None] = asyncio.get_running_loop().create_future()
+
+    def durable(exc: BaseException | None) -> None:
+        if done.done():  # the request was cancelled
+            return
+        if exc is not None:
+            done.set_result(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+        elif cycle.flow.write_paused or cycle.disconnected:
+            done.set_result(None)
+        else:
+            try:
+                _write_now(cycle, response, rid)
+            except Exception as error:  # an invalid header: raised in the task, as sent
+                done.set_exception(error)
+            else:
+                done.set_result(time.perf_counter())
+
+    response.durability.then(durable)
+    return await done
+
+
 async def _write(cycle: RequestResponseCycle, response: Response, rid: bytes) -> None:
+    """``response`` and ``X-Request-ID`` on the connection (see :func:`_write_now`), once the
+    socket's buffer has room."""
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    _write_now(cycle, response, rid)
+
+
+def _write_now(cycle: RequestResponseCycle, response: Response, rid: bytes) -> None:
     """``response`` (a plain ``Response``, its headers lowercased and its Content-Length
     set by Starlette) and ``X-Request-ID`` on the connection in one write: the bytes
     uvicorn's ``send`` writes for its two messages, with the same header checks."""
-    if cycle.flow.write_paused and not cycle.disconnected:
-        await cycle.flow.drain()
     if cycle.disconnected:
         return
     if cycle.access_log:  # uvicorn's own line, when its access log is on

@@ -232,10 +232,17 @@ class RequestMiddleware:
         return start, rid, length, request_id.set(rid.decode())
 
     def close(
-        self, scope: Scope, shed: bool, status: int, start: float, token: contextvars.Token[str]
+        self,
+        scope: Scope,
+        shed: bool,
+        status: int,
+        start: float,
+        token: contextvars.Token[str],
+        end: float | None = None,
     ) -> None:
-        """A request's end: counted in the metrics and logged under its route template."""
-        elapsed = time.perf_counter() - start
+        """A request's end (``end``: when its answer was written, if before now): counted in
+        the metrics and logged under its route template."""
+        elapsed = (time.perf_counter() if end is None else end) - start
         route = scope.get("route")
         # A shed request never reached the router: labelled apart, so the operator
         # tells the overload's 503s from requests for no route.

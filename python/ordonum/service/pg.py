@@ -52,6 +52,7 @@ import orjson
 
 from ordonum import Conflict, NotFound, StoreFailed, parse_id
 from ordonum.service import pgmodel
+from ordonum.service.durable import DONE, Durability
 from ordonum.service.pgmodel import invalid
 
 __all__ = ["NO_MATCH", "PostgresBackend", "migrate"]
@@ -296,6 +297,10 @@ class PostgresBackend:
         row |= {"dispensation_count": 0, "cancelled_at_ms": None}
         return pgmodel.document(rx.id, row, [], now_ms)
 
+    async def create_start(self, record: dict[str, Any], token: str, *, now_ms: int) -> Durability:
+        await self.create(record, token, now_ms=now_ms)  # committed: durable
+        return DONE
+
     @_failed
     async def scan(
         self, rx_id: str, access_code: str, *, actor: str, now_ms: int | None = None
@@ -308,6 +313,20 @@ class PostgresBackend:
         if row is None:
             raise NotFound(NO_MATCH)
         return _row_document(row, now)
+
+    async def dispense_start(
+        self,
+        rx_id: str,
+        record: dict[str, Any],
+        *,
+        idempotency_key: str,
+        access_code: str,
+        now_ms: int | None = None,
+    ) -> tuple[bytes, Durability]:
+        answer = await self.dispense(
+            rx_id, record, idempotency_key=idempotency_key, access_code=access_code, now_ms=now_ms
+        )
+        return answer, DONE  # committed: durable
 
     @_failed
     async def dispense(

@@ -26,7 +26,7 @@ from ordonum.service.deps import (
     require,
     services,
 )
-from ordonum.service.fastroute import FastRoute, missing_header, read_body
+from ordonum.service.fastroute import DurableResponse, FastRoute, missing_header, read_body
 from ordonum.service.models import DispensationsOut, DispenseIn, DispenseOut
 from ordonum.service.problems import ProblemError, not_found
 from ordonum.service.routes.scan import locked, lockout_key
@@ -90,7 +90,7 @@ async def dispense(request: Request) -> Response:
         ],
     }
     try:
-        out = await svc.backend.dispense(
+        out, durability = await svc.backend.dispense_start(
             rx_id or svc.dummy_id,
             record,
             idempotency_key=f"{principal.finess}:{idempotency_key}",
@@ -104,7 +104,8 @@ async def dispense(request: Request) -> Response:
         return not_found()
     if manual:
         await svc.backend.lockout_succeeded(rx_id)
-    return Response(out, status_code=201, media_type=JSON)
+    # Sent once durable (the journal's failure then answers 503, as from the backend).
+    return DurableResponse(out, durability, status_code=201, media_type=JSON)
 
 
 FAST = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import TypeAdapter
 from starlette.responses import Response
@@ -13,8 +14,8 @@ from starlette.responses import Response
 from ordonum import qr
 from ordonum.service.auth import Principal
 from ordonum.service.create import new_prescription
-from ordonum.service.deps import authenticate, json_response, owned, require, services
-from ordonum.service.fastroute import FastRoute, read_body
+from ordonum.service.deps import JSON, authenticate, json_response, owned, require, services
+from ordonum.service.fastroute import DurableResponse, FastRoute, read_body
 from ordonum.service.models import (
     AccessLogOut,
     CancelOut,
@@ -47,8 +48,9 @@ async def create(request: Request) -> Response:
     assert principal.rpps is not None
     now = int(time.time() * 1000)
     record, token, answer = new_prescription(svc.qr.signing, svc.ids, principal.rpps, body, now)
-    await svc.backend.create(record, token, now_ms=now)
-    return json_response(answer, 201)
+    durability = await svc.backend.create_start(record, token, now_ms=now)
+    # Sent once durable (the journal's failure then answers 503, as from the backend).
+    return DurableResponse(orjson.dumps(answer), durability, status_code=201, media_type=JSON)
 
 
 FAST = [
