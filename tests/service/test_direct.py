@@ -21,8 +21,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from ordonum import StoreFailed
 from ordonum.service import Services, Settings, create_app, fastroute
-from ordonum.service.durable import Durability, DurableWaiter
+from ordonum.service.durable import Durability
 from ordonum.service.fastroute import HotDispatch, _Flat
+from ordonum.service.middleware import request_id
 from ordonum.service.protocol import CoalescingProtocol
 from starlette.responses import Response
 from uvicorn.config import Config
@@ -170,7 +171,8 @@ def _conversations(ph: dict[str, str], doc: dict[str, str]) -> dict[str, Convers
             _json("GET", "/v1/scan", ph, {}),  # 405: the ASGI call in both
         ],
         "pipelined": lambda rx: [
-            scan_token(rx, "p1") + scan_code(rx, "bad", "p2") + scan_token(rx),
+            scan_token(rx, "p1") + dispense(rx, "k1", 1, "p2") + scan_code(rx, "bad", "p3"),
+            dispense(rx, "k2", 1, "p4") + dispense(rx, "k2", 1, "p5") + scan_token(rx),
         ],
         "body split across reads": lambda rx: [
             (request := scan_token(rx))[:-20],
@@ -423,35 +425,82 @@ async def test_durable_answers_are_written_from_the_journals_wake_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The lane writes a creation's or a dispensation's answer when the waiter settles it
-    # (the wake-up's read or a poll), not once the request's task is resumed.
+    # (the wake-up's read or a poll; at once if durable already), never before its write
+    # is durable, and not through the request's task (which writes the scan's).
     ph, doc = people
     app = _app(settings, services)
     rx, _ = await _two_prescriptions(app, doc)
-    settling = []
-    written: list[tuple[int, bool]] = []
-    ripe, write_now = DurableWaiter._ripe, fastroute._write_now
+    store = services.backend.store  # type: ignore[attr-defined]
+    lsns: list[int] = []
+    by_waiter: list[tuple[int, bool]] = []
+    by_task: list[int] = []
+    contexts: list[str] = []
+    init, write_now, write = Durability.__init__, fastroute._write_now, fastroute._write
 
-    def spy_ripe(self: DurableWaiter, durable: int) -> None:
-        settling.append(True)
-        try:
-            ripe(self, durable)
-        finally:
-            settling.pop()
+    def spy_init(self: Durability, waiter: Any, lsn: int) -> None:
+        lsns.append(lsn)
+        init(self, waiter, lsn)
 
-    def spy_write(cycle: Any, response: Any, rid: bytes) -> None:
-        written.append((response.status_code, bool(settling)))
+    def spy_write_now(cycle: Any, response: Any, rid: bytes) -> None:
+        if response.status_code == 201:  # the k-th durable answer: the k-th LSN handed out
+            by_waiter.append((response.status_code, store.durable_lsn() >= lsns[len(by_waiter)]))
+            contexts.append(request_id.get())  # its own request's, whoever settled it
         write_now(cycle, response, rid)
 
-    monkeypatch.setattr(DurableWaiter, "_ripe", spy_ripe)
-    monkeypatch.setattr(fastroute, "_write_now", spy_write)
+    async def spy_write(cycle: Any, response: Any, rid: bytes) -> None:
+        by_task.append(response.status_code)
+        await write(cycle, response, rid)
+
+    monkeypatch.setattr(Durability, "__init__", spy_init)
+    monkeypatch.setattr(fastroute, "_write_now", spy_write_now)
+    monkeypatch.setattr(fastroute, "_write", spy_write)
     talk = [
-        _dispense_one(rx, ph | {"idempotency-key": "w"}),
-        _json("POST", "/v1/prescriptions", doc, prescription_body(nir())),
+        _dispense_one(rx, ph | {"idempotency-key": "w", "x-request-id": "one"}),
+        _json("POST", "/v1/prescriptions", doc | {"x-request-id": "two"}, prescription_body(nir())),
         _json("POST", "/v1/scan", ph, rx_token(rx)),
     ]
     data, _ = await _exchange(app, CoalescingProtocol, talk)
     assert data.count(b"HTTP/1.1 201 ") == 2
-    assert written == [(201, True), (201, True), (200, False)], written
+    assert len(lsns) == 2
+    assert by_waiter == [(201, True), (201, True)]
+    assert contexts == ["one", "two"]
+    assert by_task == [200]
+
+
+async def test_a_request_cancelled_once_answered_ends_as_answered(
+    settings: Settings,
+    services: Services,
+    people: tuple[dict[str, str], dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A shutdown's timeout may cancel a request's task after its answer was written from
+    # the wake-up: the connection stays up and the request counts as answered (201).
+    ph, doc = people
+    app = _app(settings, services)
+    rx, _ = await _two_prescriptions(app, doc)
+    tasks: list[asyncio.Task[Any]] = []
+    serve, write_now = _Flat.serve, fastroute._write_now
+
+    async def spy_serve(self: _Flat, cycle: Any) -> None:
+        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        await serve(self, cycle)
+
+    def cancelling_write(cycle: Any, response: Any, rid: bytes) -> None:
+        write_now(cycle, response, rid)
+        for task in tasks:  # right after this callback, before the task is resumed
+            asyncio.get_running_loop().call_soon(task.cancel)
+
+    monkeypatch.setattr(_Flat, "serve", spy_serve)
+    monkeypatch.setattr(fastroute, "_write_now", cancelling_write)
+    talk = [_dispense_one(rx, ph | {"idempotency-key": "c"}), _json("POST", "/v1/scan", ph, {})]
+    with caplog.at_level(logging.ERROR):
+        data, closed = await _exchange(app, CoalescingProtocol, talk)
+    assert data.startswith(b"HTTP/1.1 201 ")
+    assert not closed
+    assert "Exception in ASGI application" not in caplog.text
+    metrics = app.middleware_stack.flat.mw.metrics.render()  # type: ignore[union-attr]
+    assert 'route="/v1/prescriptions/{id}/dispensations",status="201"' in metrics
 
 
 async def test_a_journal_failure_answers_503_as_through_the_app(

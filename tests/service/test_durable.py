@@ -242,7 +242,7 @@ async def test_callbacks_are_settled_by_a_poll_without_the_wake_up_and_fail_alik
     waiter.poll()  # no wake-up byte was sent: the poll alone settles what is durable
     assert calls == [(1, None)]
     assert future.done()
-    assert "a durability callback failed" in caplog.text
+    assert "settling a durability waiter failed" in caplog.text
     journal.failed = 1  # the next batch failed
     journal.tx.send(b"\x01")
     await asyncio.sleep(0.05)

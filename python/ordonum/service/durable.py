@@ -43,17 +43,16 @@ Settled = Callable[[BaseException | None], None]
 
 
 def _settle(target: asyncio.Future[None] | Settled, exc: BaseException | None) -> None:
-    if isinstance(target, asyncio.Future):
-        if not target.done():  # its request was cancelled: the write happens all the same
+    try:
+        if not isinstance(target, asyncio.Future):
+            target(exc)
+        elif not target.done():  # its request was cancelled: the write happens all the same
             if exc is None:
                 target.set_result(None)
             else:
                 target.set_exception(exc)
-        return
-    try:
-        target(exc)
-    except Exception:  # one waiter's failure must not keep the others waiting
-        log.exception("a durability callback failed")
+    except Exception:  # one waiter's failure (or its loop's, closed) must not stop the others
+        log.exception("settling a durability waiter failed")
 
 
 class DurableWaiter:

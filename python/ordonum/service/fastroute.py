@@ -32,6 +32,7 @@ ASGI calls (see :mod:`ordonum.service.protocol`), and writes a durable write's a
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -370,8 +371,20 @@ async def _when_durable(
             else:
                 done.set_result(time.perf_counter())
 
-    response.durability.then(durable)
-    return await done
+    # Settled from the waiter (another request's handler, or the wake-up's reader): run in
+    # this request's context, not theirs.
+    context = contextvars.copy_context()
+    response.durability.then(lambda exc: context.run(durable, exc))
+    try:
+        return await done
+    except asyncio.CancelledError:
+        # Cancelled once answered (a shutdown's timeout): the request is over, not failed.
+        written = done.result() if done.done() and not done.cancelled() else None
+        task = asyncio.current_task()
+        if isinstance(written, float) and task is not None:
+            task.uncancel()
+            return written
+        raise
 
 
 async def _write(cycle: RequestResponseCycle, response: Response, rid: bytes) -> None:
