@@ -211,6 +211,13 @@ def rx_token(rx: dict[str, Any]) -> dict[str, str]:
     return {"token": rx["token"]}
 
 
+def _runs(
+    direct: FastAPI, via_asgi: FastAPI, ours: dict[str, Any], theirs: dict[str, Any]
+) -> tuple[tuple[FastAPI, type[HttpToolsProtocol], dict[str, Any]], ...]:
+    """Each app with its protocol (the lane, the oracle) and its prescription."""
+    return ((direct, CoalescingProtocol, ours), (via_asgi, ViaAsgi, theirs))
+
+
 def _dispense_one(rx: dict[str, Any], headers: dict[str, str]) -> bytes:
     """A dispensation of one pack of line 0, proved by the token."""
     body = {"token": rx["token"], "lines": [{"line": 0, "quantity": 1}]}
@@ -322,8 +329,7 @@ async def test_an_unmapped_exception_answers_500_and_closes_as_through_the_app(
 
     monkeypatch.setattr(services.backend, "scan", broken)
     answers = []
-    runs = ((direct, CoalescingProtocol, ours), (via_asgi, ViaAsgi, theirs))
-    for app, protocol_class, rx in runs:
+    for app, protocol_class, rx in _runs(direct, via_asgi, ours, theirs):
         caplog.clear()
         with caplog.at_level(logging.ERROR):
             talk = [_json("POST", "/v1/scan", ph, rx_token(rx)), _json("POST", "/v1/scan", ph, {})]
@@ -346,13 +352,8 @@ async def test_a_client_gone_before_its_request_runs_changes_nothing(
     ph, doc = people
     direct, via_asgi = _app(settings, services), _app(settings, services)
     ours, theirs = await _two_prescriptions(direct, doc)
-    for app, protocol_class, rx in (
-        (direct, CoalescingProtocol, ours),
-        (via_asgi, ViaAsgi, theirs),
-    ):
-        body = {"token": rx["token"], "lines": [{"line": 0, "quantity": 1}]}
-        headers = ph | {"idempotency-key": "gone"}
-        talk = [_json("POST", f"/v1/prescriptions/{rx['id']}/dispensations", headers, body)]
+    for app, protocol_class, rx in _runs(direct, via_asgi, ours, theirs):
+        talk = [_dispense_one(rx, ph | {"idempotency-key": "gone"})]
         data, _ = await _exchange(app, protocol_class, talk, hang_up=True)
         assert data == b""
         kept = json.loads(await services.backend.dispensations(rx["id"]))
@@ -520,8 +521,7 @@ async def test_a_journal_failure_answers_503_as_through_the_app(
     monkeypatch.setattr(Durability, "then", lambda _, callback: callback(failure))
     monkeypatch.setattr(Durability, "wait", wait)
     answers = []
-    runs = ((direct, CoalescingProtocol, ours), (via_asgi, ViaAsgi, theirs))
-    for app, protocol_class, rx in runs:
+    for app, protocol_class, rx in _runs(direct, via_asgi, ours, theirs):
         create = prescription_body(nir())
         talk = [
             _dispense_one(rx, ph | {"idempotency-key": "f", "x-request-id": "f"}),
@@ -530,3 +530,39 @@ async def test_a_journal_failure_answers_503_as_through_the_app(
         answers.append(_masked(await _exchange(app, protocol_class, talk)))
     assert answers[0] == answers[1]
     assert answers[0][0].count(b"HTTP/1.1 503 ") == 2
+
+
+async def test_access_log_lines_as_through_the_app(
+    settings: Settings,
+    services: Services,
+    people: tuple[dict[str, str], dict[str, str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ph, doc = people
+    settings = dataclasses.replace(settings, access_log=True)
+    direct, via_asgi = _app(settings, services), _app(settings, services)
+    ours, theirs = await _two_prescriptions(direct, doc)
+    seen = []
+    for app, protocol_class, rx in _runs(direct, via_asgi, ours, theirs):
+        stack = app.middleware_stack
+        assert isinstance(stack, HotDispatch)
+        assert stack.flat is not None
+        log = stack.flat.mw.access_log
+        assert log is not None
+        talk = [
+            _json("POST", "/v1/scan", ph | {"x-request-id": "a1"}, rx_token(rx)),
+            _dispense_one(rx, ph | {"idempotency-key": "a", "x-request-id": "a2"}),
+            _json("POST", "/v1/scan", ph | {"x-request-id": "a3"}, {"token": "forged"}),
+        ]
+        with caplog.at_level(logging.INFO, logger="ordonum.access"):
+            log._lines.clear()  # the creations' lines
+            await _exchange(app, protocol_class, talk)
+            entries = [json.loads(line) for line in log._lines]
+        assert all(e["ms"] >= 0 and e["logger"] == "ordonum.access" for e in entries)
+        seen.append([(e["request_id"], e["method"], e["route"], e["status"]) for e in entries])
+    assert seen[0] == seen[1]
+    assert seen[0] == [
+        ("a1", "POST", "/v1/scan", 200),
+        ("a2", "POST", "/v1/prescriptions/{id}/dispensations", 201),
+        ("a3", "POST", "/v1/scan", 404),
+    ]
