@@ -32,7 +32,7 @@ never asks, and every request takes the ASGI call.
 from __future__ import annotations
 
 import asyncio
-import contextvars
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from uvicorn._types import ASGI3Application
@@ -137,15 +137,26 @@ class CoalescingProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         # The app itself (not wrapped by uvicorn, not the overload answer) may serve the
-        # request from the cycle: see the module's docstring.
+        # request from the cycle (see the module's docstring); uvicorn still starts and
+        # tracks the task (its context, its set of tasks), calling ``run_asgi`` on what it
+        # is given.
         direct = getattr(app, "direct", None) if app is self.app else None
         serve = direct(cycle.scope) if direct is not None else None
-        if serve is None:
-            super()._start_asgi_task(cycle, app)
-            return
-        if self.config.reset_contextvars:  # as uvicorn
-            task = self.loop.create_task(serve(cycle), context=contextvars.Context())
-        else:
-            task = self.loop.create_task(serve(cycle))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+        if serve is not None:
+            cycle = _Served(cycle, serve)  # type: ignore[assignment]
+        super()._start_asgi_task(cycle, app)
+
+
+class _Served:
+    """A request cycle whose ``run_asgi`` is the app's ``serve(cycle)``, not the ASGI call."""
+
+    __slots__ = ("cycle", "serve")
+
+    def __init__(
+        self, cycle: RequestResponseCycle, serve: Callable[[RequestResponseCycle], Awaitable[None]]
+    ) -> None:
+        self.cycle = cycle
+        self.serve = serve
+
+    def run_asgi(self, _: ASGI3Application) -> Awaitable[None]:
+        return self.serve(self.cycle)
